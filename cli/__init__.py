@@ -1,0 +1,1 @@
+"""The `evedb` command line: click commands only, the logic lives in the library."""

@@ -1,0 +1,127 @@
+"""evedb: a replicated SQLite database using Eve's execute-verify replication.
+
+The public surface is a PEP 249 module: `evedb.connect(...)`, the DB-API globals, type
+objects, constructors and exceptions, plus `@evedb.procedure` for server-side procedures.
+"""
+
+from __future__ import annotations
+
+from .dbapi import (
+    BINARY,
+    DATETIME,
+    NUMBER,
+    ROWID,
+    STRING,
+    Binary,
+    Connection,
+    Cursor,
+    Date,
+    DateFromTicks,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+    apilevel,
+    paramstyle,
+    threadsafety,
+)
+from .errors import (
+    DatabaseError,
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotPrimary,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    Warning,
+)
+from .procedures import procedure
+
+__version__ = "0.1.0"
+
+
+def connect(
+    database: str,
+    *,
+    workers: int | None = None,
+    synchronous: str = "NORMAL",
+    procedures=(),
+    rules=None,
+    autocommit: bool = False,
+    max_batch: int = 256,
+    timeout: float | None = None,
+) -> Connection:
+    """Open a connection.
+
+    database: a file path (embedded: this process runs the engine), or later
+      "evedb://host:port,host:port" for a replicated pair.
+    workers: worker processes executing in parallel (default: one per core; 1 runs
+      everything sequentially inside this process).
+    synchronous: SQLite's durability setting, NORMAL (default) or FULL.
+    procedures: module names whose `@evedb.procedure` functions the workers import.
+    rules: mixer rules for procedures: a MixerRules, a TOML path or an application name.
+    """
+    from .storage import StorageOptions
+
+    if database.startswith("evedb://"):
+        raise NotSupportedError("network connections (evedb://) are not available in this build yet")
+    from .embedded import open_database
+    from .procedures import load_modules, registered_modules
+
+    if isinstance(procedures, str):
+        procedures = (procedures,)
+    load_modules(procedures)
+    if isinstance(rules, str):
+        from mixer_rules import load_rules
+
+        rules = load_rules(rules)
+    try:
+        options = StorageOptions(synchronous=synchronous)
+    except ValueError as error:
+        raise ProgrammingError(str(error)) from None
+    database_handle = open_database(
+        database,
+        workers=workers,
+        options=options,
+        procedure_modules=sorted(set(procedures) | set(registered_modules())),
+        rules=rules,
+        max_batch=max_batch,
+    )
+    return Connection(database_handle, autocommit=autocommit)
+
+
+__all__ = [
+    "connect",
+    "procedure",
+    "apilevel",
+    "threadsafety",
+    "paramstyle",
+    "Connection",
+    "Cursor",
+    "STRING",
+    "BINARY",
+    "NUMBER",
+    "DATETIME",
+    "ROWID",
+    "Date",
+    "Time",
+    "Timestamp",
+    "DateFromTicks",
+    "TimeFromTicks",
+    "TimestampFromTicks",
+    "Binary",
+    "Warning",
+    "Error",
+    "InterfaceError",
+    "DatabaseError",
+    "DataError",
+    "OperationalError",
+    "IntegrityError",
+    "InternalError",
+    "ProgrammingError",
+    "NotSupportedError",
+    "NotPrimary",
+]

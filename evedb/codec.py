@@ -1,0 +1,166 @@
+"""The only code that turns messages into bytes and back (msgpack).
+
+Each message type has a hand-written, positional encoding: it is the hot path between the
+coordinator and its workers and, later, on the wire, and it is canonical, so a hash over it
+(the reply hash inside a token) is the same on every replica.
+
+Rules kept:
+- SQL values travel as themselves (None, int, float, str, bytes; `use_bin_type` keeps bytes
+  apart from str);
+- decoding validates shape and raises `CodecError` on anything malformed: input from a peer or
+  a client is never trusted, never asserted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .messages import (
+    Batch,
+    Column,
+    ErrorInfo,
+    Reply,
+    Request,
+    RequestKind,
+    Statement,
+    StatementResult,
+)
+
+
+class CodecError(ValueError):
+    """Bytes that do not decode to a well-formed message."""
+
+
+_KIND_CODES = {RequestKind.STATEMENT: 0, RequestKind.SCRIPT: 1, RequestKind.PROCEDURE: 2}
+_KINDS_BY_CODE = {code: kind for kind, code in _KIND_CODES.items()}
+
+_packer_options = dict(use_bin_type=True)
+_unpacker_options = dict(raw=False, strict_map_key=False, use_list=True)
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, **_packer_options)
+
+
+def unpack(data: bytes, max_size: int | None = None) -> Any:
+    if max_size is not None and len(data) > max_size:
+        raise CodecError(f"payload of {len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        return msgpack.unpackb(data, **_unpacker_options)
+    except Exception as error:  # msgpack raises several unrelated classes on bad input
+        raise CodecError(f"undecodable payload: {error}") from None
+
+
+# --- Request ------------------------------------------------------------------------------
+
+
+def _params_out(params):
+    if params is None or isinstance(params, dict):
+        return params
+    return list(params)
+
+
+def _params_in(params):
+    if params is None or isinstance(params, dict):
+        return params
+    if isinstance(params, list):
+        return tuple(params)
+    raise CodecError("statement parameters must be a list, a map or nil")
+
+
+def request_to_plain(request: Request) -> list:
+    return [
+        request.client_id,
+        request.request_id,
+        _KIND_CODES[request.kind],
+        [[statement.sql, _params_out(statement.params)] for statement in request.statements],
+        request.procedure,
+        list(request.args),
+    ]
+
+
+def request_from_plain(plain) -> Request:
+    try:
+        client_id, request_id, kind_code, statements, procedure, args = plain
+        kind = _KINDS_BY_CODE[kind_code]
+        if not isinstance(client_id, str) or not isinstance(request_id, int):
+            raise CodecError("request ids must be a string and an integer")
+        if procedure is not None and not isinstance(procedure, str):
+            raise CodecError("procedure name must be a string")
+        parsed = []
+        for sql, params in statements:
+            if not isinstance(sql, str):
+                raise CodecError("SQL text must be a string")
+            parsed.append(Statement(sql, _params_in(params)))
+        return Request(client_id, request_id, kind, tuple(parsed), procedure, tuple(args))
+    except CodecError:
+        raise
+    except (TypeError, ValueError, KeyError) as error:
+        raise CodecError(f"malformed request: {error}") from None
+
+
+# --- Reply --------------------------------------------------------------------------------
+
+
+def reply_to_plain(reply: Reply) -> list:
+    return [
+        reply.client_id,
+        reply.request_id,
+        [
+            [
+                [[column.name, column.decltype] for column in result.columns],
+                [list(row) for row in result.rows],
+                result.rowcount,
+                result.lastrowid,
+            ]
+            for result in reply.results
+        ],
+        None if reply.error is None else [reply.error.kind, reply.error.message],
+    ]
+
+
+def reply_from_plain(plain) -> Reply:
+    try:
+        client_id, request_id, results, error = plain
+        parsed = tuple(
+            StatementResult(
+                tuple(Column(name, decltype) for name, decltype in columns),
+                tuple(tuple(row) for row in rows),
+                rowcount,
+                lastrowid,
+            )
+            for columns, rows, rowcount, lastrowid in results
+        )
+        return Reply(client_id, request_id, parsed, None if error is None else ErrorInfo(*error))
+    except (TypeError, ValueError) as error:
+        raise CodecError(f"malformed reply: {error}") from None
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """The canonical bytes of a reply: what the token's reply hash covers."""
+    return pack(reply_to_plain(reply))
+
+
+# --- Batch --------------------------------------------------------------------------------
+
+
+def batch_to_plain(batch: Batch) -> list:
+    return [
+        batch.seq,
+        batch.view,
+        batch.timestamp_ms,
+        batch.seed,
+        [request_to_plain(request) for request in batch.requests],
+    ]
+
+
+def batch_from_plain(plain) -> Batch:
+    try:
+        seq, view, timestamp_ms, seed, requests = plain
+        return Batch(seq, view, timestamp_ms, seed, tuple(request_from_plain(r) for r in requests))
+    except CodecError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise CodecError(f"malformed batch: {error}") from None

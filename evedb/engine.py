@@ -1,0 +1,283 @@
+"""One replica's execution of batches: access analysis, mixing, execution, Merkle tree, token,
+commit, rollback and crash recovery.
+
+The embedded database and (later) the server node drive it the same way:
+
+    outcome = engine.execute(batch)          # parallel, as the mixer planned
+    ... verification compares outcome.token ...
+    engine.commit(batch.seq)                 # or engine.rollback(batch.seq) and
+    outcome = engine.execute(batch, sequential=True)
+
+"Commit" means only that verification agreed and the batch is final: its undo records are
+dropped and `committed_seq` advances.  Until then every SQLite transaction a worker
+committed for the batch is undoable, durably (`_evedb_undo`), so a process killed at any
+instant reopens at its last committed batch: `recover()` applies the undo records
+newest-first before anything else runs.
+
+Rules kept:
+- the Merkle tree always describes the database as it is (uncommitted batches included); the
+  page deltas of each uncommitted batch are kept so a rollback can subtract them;
+- a batch that changed the schema cannot be undone by changesets; rolling it back raises,
+  and such batches are executed alone (DDL is exclusive) so the pair can repair by transfer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import apsw
+
+from . import codec, merkle, storage
+from .access import EXCLUSIVE, Access, Catalog, analyze
+from .errors import InternalError, NotSupportedError
+from .executor import InlineExecutor, PlanResult, ProcessExecutor, WorkerDied
+from .messages import Batch, Reply, Request, RequestKind
+from .mixer import mix
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A batch executed on this replica, awaiting verification."""
+
+    seq: int
+    replies: list[Reply]
+    state_root: int
+    token: int
+    parallel_batches: int
+    changesets: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EngineStats:
+    batches: int = 0
+    requests: int = 0
+    parallel_batches: int = 0
+    rollbacks: int = 0
+    reexecutions: int = 0
+    worker_restarts: int = 0
+    full_builds: int = 0
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _undo_conflict(code, change):
+    # Undo restores this replica's own earlier state; a conflict means the row moved on in a
+    # way the inverse did not expect (only possible if something bypassed evedb).  Force the
+    # recorded values; a foreign-key complaint is accepted because the whole batch is undone.
+    if code in (apsw.SQLITE_CHANGESET_DATA, apsw.SQLITE_CHANGESET_CONFLICT):
+        return apsw.SQLITE_CHANGESET_REPLACE
+    return apsw.SQLITE_CHANGESET_OMIT
+
+
+class ExecutionEngine:
+    """Everything one replica does with a batch short of talking to its peer."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        workers: int | None = None,
+        options: storage.StorageOptions = storage.StorageOptions(),
+        procedure_modules: Sequence[str] = (),
+        rules=None,
+        max_parallel: int = 64,
+    ):
+        self.path = path
+        self.options = options
+        self.rules = rules
+        self.max_parallel = max_parallel
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self.stats = EngineStats()
+        self._lock = threading.RLock()
+        self._connection = storage.open_connection(path, options)
+        storage.ensure_internal_tables(self._connection)
+        self.recover()
+        self.committed_seq = int(storage.read_meta(self._connection, "committed_seq", 0))
+        self.view = int(storage.read_meta(self._connection, "view", 0))
+        self._catalog_connection = storage.open_connection(path, options)
+        self.catalog = Catalog.from_connection(self._catalog_connection)
+        self.tree = merkle.MerkleTree()
+        self.full_build()
+        self._uncommitted: dict[int, tuple[dict, bool]] = {}
+        self._procedure_modules = list(procedure_modules)
+        self._executor = self._make_executor(self.workers)
+        self._sequential = self._executor if self.workers == 1 else None
+
+    def _make_executor(self, workers: int):
+        if workers <= 1:
+            return InlineExecutor(self.path, self.options, self._procedure_modules)
+        return ProcessExecutor(self.path, self.options, workers, self._procedure_modules)
+
+    @property
+    def sequential_executor(self):
+        if self._sequential is None:
+            self._sequential = InlineExecutor(self.path, self.options, self._procedure_modules)
+        return self._sequential
+
+    def worker_pids(self) -> list[int]:
+        pids = getattr(self._executor, "pids", None)
+        return pids() if pids else [os.getpid()]
+
+    # --- state ---
+
+    def full_build(self) -> None:
+        """Hash every row of every user table (at open, and after a schema change)."""
+        tree = merkle.MerkleTree()
+        tables = storage.user_tables(self._connection)
+        tree.set_schema(storage.schema_rows(self._connection), tables)
+        for table in tables:
+            columns, key_columns = storage.table_columns(self._connection, table)
+            key_indexes = sorted(columns.index(name) for name in key_columns)
+            deltas: dict = {}
+            select = f"SELECT {', '.join(map(storage.quote_identifier, columns))} FROM {storage.quote_identifier(table)}"
+            for row in self._connection.execute(select, can_cache=False):
+                merkle.add_row(deltas, table, tuple(row[i] for i in key_indexes), row, 1)
+            tree.apply_deltas(deltas)
+        self.tree = tree
+        self.stats.full_builds += 1
+
+    def state_root(self) -> int:
+        return self.tree.root()
+
+    def state_root_hex(self) -> str:
+        return f"{self.state_root():032x}"
+
+    # --- planning ---
+
+    def access_of(self, request: Request) -> Access:
+        if request.kind is RequestKind.PROCEDURE:
+            if self.rules is None:
+                return EXCLUSIVE
+            return self.rules.access(request.procedure or "", request.args)
+        try:
+            accesses = [analyze(s.sql, s.params, self.catalog) for s in request.statements]
+        except Exception:
+            return EXCLUSIVE
+        if len(accesses) == 1:
+            return accesses[0]
+        return Access.union(accesses) if accesses else EXCLUSIVE
+
+    def plan(self, batch: Batch) -> tuple[list[list[int]], list[bool]]:
+        accesses = [self.access_of(request) for request in batch.requests]
+        writes = [not access.read_only for access in accesses]
+        return mix(accesses, self.max_parallel), writes
+
+    # --- execution ---
+
+    def execute(self, batch: Batch, *, sequential: bool = False, plan=None) -> Outcome:
+        """Execute a batch (parallel unless `sequential`) and compute its token.
+
+        `plan` overrides the mixer (tests use it to force a wrong grouping).
+        """
+        with self._lock:
+            parallel_plan, writes = self.plan(batch)
+            if plan is not None:
+                parallel_plan = [list(group) for group in plan]
+            executor = self._executor
+            if sequential:
+                parallel_plan = [list(range(len(batch.requests)))]
+                executor = self.sequential_executor
+            try:
+                result = executor.run(batch, parallel_plan, writes)
+            except WorkerDied:
+                # A worker died holding part of the batch: whatever of it committed is undone,
+                # and the batch runs again, sequentially, on this process.
+                self.stats.worker_restarts += 1
+                self._undo_from(batch.seq)
+                parallel_plan = [list(range(len(batch.requests)))]
+                result = self.sequential_executor.run(batch, parallel_plan, [True] * len(writes))
+                self.stats.reexecutions += 1
+            if sequential:
+                self.stats.reexecutions += 1
+            return self._finish(batch, result, len(parallel_plan))
+
+    def _finish(self, batch: Batch, result: PlanResult, parallel_batches: int) -> Outcome:
+        if any(reply is None for reply in result.replies):
+            raise InternalError(f"batch {batch.seq}: some requests got no reply")
+        if result.schema_changed:
+            self.catalog.refresh()
+            self.full_build()
+        else:
+            self.tree.apply_deltas(result.page_deltas)
+        self._uncommitted[batch.seq] = (result.page_deltas, result.schema_changed)
+        root = self.tree.root()
+        replies_digest = merkle.replies_hash(codec.encode_reply(reply) for reply in result.replies)
+        self.stats.batches += 1
+        self.stats.requests += len(batch.requests)
+        self.stats.parallel_batches += parallel_batches
+        return Outcome(
+            batch.seq,
+            result.replies,
+            root,
+            merkle.token(batch.seq, batch.view, root, replies_digest),
+            parallel_batches,
+            result.changesets,
+        )
+
+    # --- verification outcomes ---
+
+    def commit(self, seq: int) -> None:
+        """The batch is verified: drop undo data up to `seq` and record it as committed."""
+        with self._lock:
+            wrote = any(
+                deltas or schema_changed
+                for s, (deltas, schema_changed) in self._uncommitted.items()
+                if s <= seq
+            )
+            for s in [s for s in self._uncommitted if s <= seq]:
+                del self._uncommitted[s]
+            self.committed_seq = max(self.committed_seq, seq)
+            if wrote:
+                with self._connection:
+                    self._connection.execute(
+                        f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq <= ?", (seq,), can_cache=False
+                    )
+                    storage.write_meta(self._connection, "committed_seq", self.committed_seq)
+
+    def rollback(self, seq: int) -> None:
+        """Return the database to its state before batch `seq` (and every later one)."""
+        with self._lock:
+            later = sorted((s for s in self._uncommitted if s >= seq), reverse=True)
+            if any(self._uncommitted[s][1] for s in later):
+                raise NotSupportedError(
+                    "a batch that changed the schema cannot be rolled back by changesets; "
+                    "repair this replica by state transfer"
+                )
+            self._undo_from(seq)
+            for s in later:
+                deltas, _ = self._uncommitted.pop(s)
+                self.tree.apply_deltas({page: -delta % merkle.HASH_MODULUS for page, delta in deltas.items()})
+            self.stats.rollbacks += 1
+
+    def _undo_from(self, seq: int) -> None:
+        rows = self._connection.execute(
+            f"SELECT id, changeset FROM {storage.INTERNAL_PREFIX}undo WHERE seq >= ? ORDER BY id DESC",
+            (seq,),
+            can_cache=False,
+        ).fetchall()
+        if not rows:
+            return
+        with self._connection:
+            for _, changeset in rows:
+                apsw.Changeset.apply(changeset, self._connection, conflict=_undo_conflict)
+            self._connection.execute(
+                f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq >= ?", (seq,), can_cache=False
+            )
+
+    def recover(self) -> None:
+        """Undo every batch that was executed but never committed (after a crash)."""
+        # commit() deletes a batch's undo records in the transaction that records it as
+        # committed, so every record still present belongs to an uncommitted batch.
+        self._undo_from(0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._executor.close()
+            if self._sequential is not None and self._sequential is not self._executor:
+                self._sequential.close()
+            self._catalog_connection.close()
+            self._connection.close()

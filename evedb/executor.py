@@ -1,0 +1,509 @@
+"""Running a batch's parallel batches on workers, each owning one SQLite connection.
+
+One interface, two implementations:
+- `InlineExecutor`: one worker in this process, everything in batch order.  It is sequential
+  re-execution after a divergence, the "traditional state machine replication" baseline, and
+  the executor of deterministic tests.
+- `ProcessExecutor`: a pool of worker processes (threads lose to the GIL on small
+  transactions; processes scale).  Work is handed over one message per worker per parallel
+  batch; parallel batches of a batch run one after another with a barrier between them.
+
+How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
+1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
+2. one outer SQLite transaction (`BEGIN IMMEDIATE` when the share may write: SQLite has one
+   writer per file, so taking the lock up front avoids a stale read snapshot trying to write);
+3. a savepoint per request, so a failing request aborts alone and its error is its reply;
+4. a session records the share's changes; before COMMIT the worker turns them into Merkle page
+   deltas (full rows: see merkle.py) and stores the inverted changeset in `_evedb_undo` in the
+   same transaction, so the undo record is durable exactly when the changes are.
+
+Rules kept: requests of one share run in ascending position order; all writes of a parallel
+batch go to one worker (they would serialize on the file lock anyway); a dead worker is
+replaced and reported as `WorkerDied` so the caller can roll the batch back and re-run it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import apsw
+
+from . import codec, merkle, procedures, storage
+from .errors import Error, InternalError, OperationalError, ProgrammingError, error_info
+from .messages import Batch, Column, Reply, Request, RequestKind, StatementResult
+
+_DML_KEYWORDS = frozenset({"insert", "update", "delete", "replace"})
+_INSERT_KEYWORDS = frozenset({"insert", "replace"})
+_DDL_KEYWORDS = frozenset({"create", "drop", "alter"})
+
+
+class WorkerDied(Exception):
+    """A worker process exited while it held part of a batch; the batch must be re-run."""
+
+
+@dataclass(slots=True)
+class ShareResult:
+    """What one worker returns for its share of a parallel batch."""
+
+    replies: list[tuple[int, Reply]]
+    page_deltas: dict = field(default_factory=dict)
+    changeset: bytes = b""
+    undo_id: int = 0
+    schema_changed: bool = False
+
+
+class _MultipleStatements(Exception):
+    pass
+
+
+class Worker:
+    """One SQLite connection that runs shares.  Used in-process or inside a worker process."""
+
+    def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
+        procedures.load_modules(procedure_modules)
+        self.connection, self.authorizer, self.entropy = storage.open_client_connection(path, options)
+        self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._shape_version = -1
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # --- internal SQL: never cached, so never reused for a client (see storage.py) ---
+
+    def _internal(self, sql: str, bindings=None):
+        with self.authorizer.internal():
+            return self.connection.execute(sql, bindings, can_cache=False).fetchall()
+
+    # --- a share ---
+
+    def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool) -> ShareResult:
+        storage.set_batch_timestamp(timestamp_ms)
+        try:
+            return self._run_share(seq, timestamp_ms, seed, items, writes)
+        finally:
+            storage.set_batch_timestamp(None)
+
+    def _run_share(self, seq, timestamp_ms, seed, items, writes) -> ShareResult:
+        self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
+        session = None
+        try:
+            if writes:
+                session = apsw.Session(self.connection, "main")
+                session.table_filter(lambda table: not table.startswith(storage.INTERNAL_PREFIX))
+                session.attach()
+            replies = []
+            schema_changed = False
+            for position, request in items:
+                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position)
+                replies.append((position, reply))
+                schema_changed |= changed_schema
+            result = ShareResult(replies, schema_changed=schema_changed)
+            if session is not None:
+                # The session reads the schema with its own SQL: not a client statement.
+                with self.authorizer.internal():
+                    changeset = session.changeset()
+                session.close()
+                session = None
+                if changeset:
+                    result.changeset = changeset
+                    with self.authorizer.internal():
+                        result.page_deltas = self.page_deltas(changeset)
+                    self._internal(
+                        f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
+                        (seq, apsw.Changeset.invert(changeset)),
+                    )
+                    result.undo_id = self.connection.last_insert_rowid()
+            self._internal("COMMIT")
+            return result
+        except BaseException:
+            if session is not None:
+                session.close()
+            if not self.connection.get_autocommit():
+                self._internal("ROLLBACK")
+            raise
+
+    def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int):
+        self.entropy.reseed(seed, position)
+        self._internal("SAVEPOINT evedb_request")
+        schema_changed = False
+        try:
+            results = []
+            if request.kind is RequestKind.PROCEDURE:
+                results.append(self._run_procedure(request, timestamp_ms, seed, position))
+            else:
+                for statement in request.statements:
+                    results.append(self.run_statement(statement.sql, statement.params))
+                    if storage.first_keyword(statement.sql) in _DDL_KEYWORDS:
+                        schema_changed = True
+            if schema_changed:
+                with self.authorizer.internal():
+                    missing = storage.tables_without_primary_key(self.connection)
+                if missing:
+                    raise ProgrammingError(
+                        f"table {missing[0]} has no PRIMARY KEY: evedb needs one on every table "
+                        "to record, undo and hash its rows"
+                    )
+            self._internal("RELEASE evedb_request")
+            return Reply(request.client_id, request.request_id, tuple(results)), schema_changed
+        except Exception as error:  # the request's own failure is its reply
+            self._internal("ROLLBACK TO evedb_request")
+            self._internal("RELEASE evedb_request")
+            return Reply(request.client_id, request.request_id, (), error_info(error)), False
+
+    def _run_procedure(self, request: Request, timestamp_ms: int, seed: int, position: int):
+        function = procedures.lookup(request.procedure or "")
+        if function is None:
+            raise ProgrammingError(f"no procedure named {request.procedure!r} is registered on the server")
+        context = procedures.ProcedureContext(self.run_statement, timestamp_ms, seed, position)
+        try:
+            value = function(context, *request.args)
+        except (apsw.Error, Error):
+            raise
+        except Exception as error:
+            raise ProgrammingError(
+                f"procedure {request.procedure} raised {type(error).__name__}: {error}"
+            ) from error
+        return _procedure_result(value)
+
+    def run_statement(self, sql: str, params) -> StatementResult:
+        """Run one client statement under the authorizer and collect its full result."""
+        refusal = storage.refusal_for_keyword(sql)
+        if refusal is not None:
+            raise refusal[0](refusal[1])
+        self.authorizer.begin_statement()
+        cursor = self.connection.cursor()
+        seen = []
+
+        def trace(_cursor, _sql, _bindings):
+            if seen:
+                raise _MultipleStatements()
+            seen.append(_cursor.get_description())
+            return True
+
+        cursor.exec_trace = trace
+        keyword = storage.first_keyword(sql)
+        total_before = self.connection.total_changes()
+        try:
+            rows = tuple(cursor.execute(sql, params).fetchall())
+        except _MultipleStatements:
+            raise ProgrammingError(
+                "only one statement may be executed at a time; send several as a script "
+                "(conn.transaction() or executemany())"
+            ) from None
+        except apsw.Error as error:
+            if self.authorizer.refusal is not None:
+                kind, message = self.authorizer.refusal
+                raise kind(message) from None
+            raise error
+        description = seen[0] if seen else ()
+        columns = tuple(Column(name, decltype) for name, decltype in description)
+        changed = self.connection.total_changes() != total_before
+        is_dml = keyword in _DML_KEYWORDS or (keyword == "with" and changed)
+        if is_dml:
+            rowcount = self.connection.changes() if changed else 0
+        else:
+            rowcount = len(rows) if columns else -1
+        lastrowid = None
+        if changed and (keyword in _INSERT_KEYWORDS or keyword == "with"):
+            lastrowid = self.connection.last_insert_rowid()
+        return StatementResult(columns, rows, rowcount, lastrowid)
+
+    # --- changes to Merkle deltas ---
+
+    def _table_shape(self, table: str):
+        version = storage.schema_version(self.connection)
+        if version != self._shape_version:
+            self._table_shapes.clear()
+            self._shape_version = version
+        shape = self._table_shapes.get(table)
+        if shape is None:
+            columns, key_columns = storage.table_columns(self.connection, table)
+            key_indexes = tuple(sorted(columns.index(name) for name in key_columns))
+            where = " AND ".join(f"{storage.quote_identifier(columns[i])} = ?" for i in key_indexes)
+            select = (
+                f"SELECT {', '.join(storage.quote_identifier(c) for c in columns)} "
+                f"FROM {storage.quote_identifier(table)} WHERE {where}"
+            )
+            shape = self._table_shapes[table] = (select, key_indexes)
+        return shape
+
+    def page_deltas(self, changeset: bytes) -> dict:
+        """Merkle page deltas of a changeset, reading full rows inside the open transaction.
+
+        Runs its SQL uncached, inside `internal()`.
+        """
+        deltas: dict = {}
+        for change in apsw.Changeset.iter(changeset):
+            table = change.name
+            operation = change.op
+            if operation == "INSERT":
+                row = change.new
+                merkle.add_row(deltas, table, _key(row, change.pk_columns), row, 1)
+            elif operation == "DELETE":
+                row = change.old
+                merkle.add_row(deltas, table, _key(row, change.pk_columns), row, -1)
+            else:
+                select, _ = self._table_shape(table)
+                key = _key(change.old, change.pk_columns)
+                current = self.connection.execute(select, key, can_cache=False).fetchall()
+                new_row = current[0]
+                old_row = tuple(
+                    new_value if old_value is apsw.no_change else old_value
+                    for old_value, new_value in zip(change.old, new_row)
+                )
+                merkle.add_row(deltas, table, key, old_row, -1)
+                merkle.add_row(deltas, table, key, new_row, 1)
+        return deltas
+
+
+def _key(row, pk_columns) -> tuple:
+    return tuple(row[index] for index in sorted(pk_columns))
+
+
+def _procedure_result(value) -> StatementResult:
+    if value is None:
+        return StatementResult()
+    if isinstance(value, procedures.ProcedureCursor):
+        return StatementResult(tuple(value.columns), tuple(value.rows), len(value.rows), None)
+    if isinstance(value, (list, tuple)) and all(isinstance(row, (list, tuple)) for row in value):
+        rows = tuple(tuple(row) for row in value)
+        width = len(rows[0]) if rows else 0
+        columns = tuple(Column(f"column{i + 1}") for i in range(width))
+        return StatementResult(columns, rows, len(rows), None)
+    return StatementResult((Column("column1"),), ((value,),), 1, None)
+
+
+# --- Executors -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PlanResult:
+    """A batch's execution on one replica, before verification."""
+
+    replies: list[Reply]
+    page_deltas: dict
+    changesets: list[bytes]
+    schema_changed: bool
+
+
+def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
+    for share in sorted(shares, key=lambda s: s.undo_id):
+        for position, reply in share.replies:
+            into.replies[position] = reply
+        merkle.merge_deltas(into.page_deltas, share.page_deltas)
+        if share.changeset:
+            into.changesets.append(share.changeset)
+        into.schema_changed |= share.schema_changed
+
+
+def split_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> list[list[int]]:
+    """Split a parallel batch among workers: every write to worker 0, reads round-robin.
+
+    Reads start at worker 1 so the writer carries fewer of them.  Returns one (possibly empty)
+    ascending list of positions per worker.
+    """
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    next_reader = 1 % workers
+    for position, is_write in zip(positions, writes):
+        if is_write:
+            shares[0].append(position)
+        else:
+            shares[next_reader].append(position)
+            next_reader = (next_reader + 1) % workers
+    return shares
+
+
+class InlineExecutor:
+    """One worker in this process: sequential execution in batch order."""
+
+    workers = 1
+
+    def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
+        self._worker = Worker(path, options, procedure_modules)
+
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool]) -> PlanResult:
+        result = PlanResult([None] * len(batch.requests), {}, [], False)
+        for positions in plan:
+            items = [(p, batch.requests[p]) for p in positions]
+            share = self._worker.run_share(
+                batch.seq, batch.timestamp_ms, batch.seed, items, any(writes[p] for p in positions)
+            )
+            _merge_shares(len(batch.requests), [share], result)
+        return result
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+def _worker_main(connection, path: str, options: storage.StorageOptions, procedure_modules) -> None:
+    """Entry point of a worker process: run shares until told to stop."""
+    worker = Worker(path, options, procedure_modules)
+    connection.send_bytes(codec.pack(["ready", os.getpid()]))
+    while True:
+        try:
+            message = codec.unpack(connection.recv_bytes())
+        except EOFError:
+            break
+        if message[0] == "stop":
+            break
+        _, seq, timestamp_ms, seed, items, writes = message
+        try:
+            items = [(position, codec.request_from_plain(plain)) for position, plain in items]
+            share = worker.run_share(seq, timestamp_ms, seed, items, writes)
+            answer = [
+                "done",
+                [[position, codec.reply_to_plain(reply)] for position, reply in share.replies],
+                [[table, page, delta.to_bytes(16, "little")] for (table, page), delta in share.page_deltas.items()],
+                share.changeset,
+                share.undo_id,
+                share.schema_changed,
+            ]
+        except Exception:
+            answer = ["failed", traceback.format_exc()]
+        connection.send_bytes(codec.pack(answer))
+    worker.close()
+
+
+class _WorkerProcess:
+    def __init__(self, context, path, options, procedure_modules):
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main, args=(child_end, path, options, list(procedure_modules)), daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        ready = self._receive()
+        if ready[0] != "ready":
+            raise InternalError(f"worker failed to start: {ready}")
+        self.pid = ready[1]
+
+    def _receive(self):
+        ready = multiprocessing.connection.wait([self.connection, self.process.sentinel])
+        if self.connection in ready:
+            try:
+                return codec.unpack(self.connection.recv_bytes())
+            except (EOFError, OSError):
+                pass
+        raise WorkerDied(f"worker process {self.process.pid} exited (code {self.process.exitcode})")
+
+    def send(self, message) -> None:
+        try:
+            self.connection.send_bytes(codec.pack(message))
+        except (BrokenPipeError, OSError):
+            raise WorkerDied(f"worker process {self.process.pid} is gone") from None
+
+    def receive(self):
+        return self._receive()
+
+    def stop(self) -> None:
+        try:
+            self.connection.send_bytes(codec.pack(["stop"]))
+        except OSError:
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+class ProcessExecutor:
+    """A pool of worker processes, one message per worker per parallel batch."""
+
+    def __init__(
+        self,
+        path: str,
+        options: storage.StorageOptions,
+        workers: int,
+        procedure_modules: Sequence[str] = (),
+    ):
+        if workers < 1:
+            raise ValueError("a process executor needs at least one worker")
+        self.workers = workers
+        self._arguments = (path, options, list(procedure_modules))
+        # spawn, not fork: the coordinator has threads, and a forked SQLite handle is unsafe.
+        self._context = multiprocessing.get_context("spawn")
+        self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(workers)]
+        self.restarts = 0
+
+    def pids(self) -> list[int]:
+        return [worker.pid for worker in self._pool]
+
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool]) -> PlanResult:
+        result = PlanResult([None] * len(batch.requests), {}, [], False)
+        encoded = [codec.request_to_plain(request) for request in batch.requests]
+        for positions in plan:
+            shares = split_shares(positions, [writes[p] for p in positions], self.workers)
+            busy = []
+            for slot, share_positions in enumerate(shares):
+                if not share_positions:
+                    continue
+                message = [
+                    "share",
+                    batch.seq,
+                    batch.timestamp_ms,
+                    batch.seed,
+                    [[p, encoded[p]] for p in share_positions],
+                    any(writes[p] for p in share_positions),
+                ]
+                self._call(slot, message, busy)
+            _merge_shares(len(batch.requests), self._collect(busy), result)
+        return result
+
+    def _call(self, slot: int, message, busy: list) -> None:
+        try:
+            self._pool[slot].send(message)
+        except WorkerDied:
+            self._replace(slot)
+            raise
+        busy.append(slot)
+
+    def _collect(self, busy: list[int]) -> list[ShareResult]:
+        shares, died, failures = [], [], []
+        for slot in busy:
+            try:
+                answer = self._pool[slot].receive()
+            except WorkerDied:
+                died.append(slot)
+                continue
+            if answer[0] == "failed":
+                failures.append(answer[1])
+                continue
+            _, replies, deltas, changeset, undo_id, schema_changed = answer
+            shares.append(
+                ShareResult(
+                    [(position, codec.reply_from_plain(plain)) for position, plain in replies],
+                    {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
+                    changeset,
+                    undo_id,
+                    schema_changed,
+                )
+            )
+        for slot in died:
+            self._replace(slot)
+        if died:
+            raise WorkerDied(f"{len(died)} worker(s) died during the batch")
+        if failures:
+            raise OperationalError("a worker failed outside any request:\n" + failures[0])
+        return shares
+
+    def _replace(self, slot: int) -> None:
+        old = self._pool[slot]
+        try:
+            old.process.kill()
+            old.process.join(timeout=5)
+            old.connection.close()
+        except Exception:
+            pass
+        self._pool[slot] = _WorkerProcess(self._context, *self._arguments)
+        self.restarts += 1
+
+    def close(self) -> None:
+        for worker in self._pool:
+            worker.stop()
+

@@ -1,0 +1,137 @@
+"""The values that travel along evedb's data path, one frozen dataclass per arrow.
+
+DESIGN.md section 2 draws the path:
+
+    Request -> Batch -> ParallelBatch -> Executed -> Token -> Reply
+
+Every producer and consumer of one of these names can be found by grepping for it.  The
+classes hold only plain data (ints, strings, bytes, floats, None, tuples), so the codec can
+encode them without special cases and a hash over their encoding is canonical.
+
+Rules kept here:
+- no behaviour beyond small derived properties; the protocol lives in the modules that use them;
+- SQL values are the five SQLite storage classes: None, int, float, str, bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RequestKind(str, enum.Enum):
+    """The three shapes of a one-shot transaction (DESIGN.md section 1)."""
+
+    STATEMENT = "statement"
+    SCRIPT = "script"
+    PROCEDURE = "procedure"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement and its parameters: a tuple for `?`, a dict for `:name`."""
+
+    sql: str
+    params: tuple[Any, ...] | dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A client's transaction.  (client_id, request_id) identifies it for exactly-once replies."""
+
+    client_id: str
+    request_id: int
+    kind: RequestKind
+    statements: tuple[Statement, ...] = ()
+    procedure: str | None = None
+    args: tuple[Any, ...] = ()
+
+    @classmethod
+    def statement(cls, client_id: str, request_id: int, sql: str, params=None) -> "Request":
+        return cls(client_id, request_id, RequestKind.STATEMENT, (Statement(sql, params),))
+
+    @classmethod
+    def script(cls, client_id: str, request_id: int, statements) -> "Request":
+        return cls(client_id, request_id, RequestKind.SCRIPT, tuple(statements))
+
+    @classmethod
+    def call(cls, client_id: str, request_id: int, procedure: str, args=()) -> "Request":
+        return cls(client_id, request_id, RequestKind.PROCEDURE, (), procedure, tuple(args))
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A result column as PEP 249's description needs it: the name and SQLite's declared type."""
+
+    name: str
+    decltype: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatementResult:
+    """What one statement produced.  rowcount is rows returned for queries, changed for DML."""
+
+    columns: tuple[Column, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    rowcount: int = -1
+    lastrowid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error as it travels: the PEP 249 class name (see errors.py) and a message for people."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The outcome of one request: every statement's result, or the error that aborted it all."""
+
+    client_id: str
+    request_id: int
+    results: tuple[StatementResult, ...] = ()
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The replication unit: requests in order, with the time and seed every replica uses."""
+
+    seq: int
+    view: int
+    timestamp_ms: int
+    seed: int
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelBatch:
+    """Positions (indices into Batch.requests) that may run at the same time, in batch order."""
+
+    seq: int
+    index: int
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What executing a batch produced on one replica.
+
+    replies are in batch order.  page_deltas maps (table, page) to the additive change of that
+    page's hash (see merkle.py).  changesets are the SQLite session changesets, in the order
+    they were committed, that a passive backup or a state transfer can apply.
+    """
+
+    seq: int
+    replies: tuple[Reply, ...]
+    page_deltas: dict[tuple[str, int], int] = field(default_factory=dict)
+    changesets: tuple[bytes, ...] = ()
+    schema_changed: bool = False
+    parallel_batches: int = 0

@@ -1,0 +1,1 @@
+"""The asyncio runtime of an evedb node (replication: to come)."""

@@ -1,0 +1,1 @@
+"""Seeded simulator driving the protocol core (to come)."""

@@ -1,0 +1,360 @@
+"""SQLite connections for evedb: how they are opened, what clients may do on them, and how
+nondeterminism is removed at the source.
+
+Owns:
+- opening apsw connections in WAL mode with evedb's PRAGMAs (each run on its own: apsw stops a
+  multi-statement execute at the first statement that returns rows);
+- the clock VFS: `datetime('now')`, `CURRENT_TIMESTAMP`, `unixepoch()` read the batch
+  timestamp set by the executor for the current thread, never the wall clock;
+- per-connection `random()`/`randomblob()` seeded from (batch seed, request position);
+- the client authorizer: it refuses ATTACH/DETACH, PRAGMA writes, `load_extension`,
+  transaction control, VACUUM, temporary objects, the nondeterministic `changes()`,
+  `total_changes()` and `last_insert_rowid()`, and any access to evedb's `_evedb_*` tables,
+  and remembers why, so the error names what was refused;
+- evedb's internal tables (`_evedb_meta`, `_evedb_undo`).
+
+Rules kept:
+- the authorizer on a client connection never changes; evedb's own statements on such a
+  connection (savepoints, the undo record) run with `can_cache=False` inside `internal()`, so
+  no statement prepared while they were allowed can ever be reused for a client (apsw's
+  statement cache skips the authorizer on reuse);
+- every user table has a primary key (checked after DDL by `tables_without_primary_key`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import threading
+from dataclasses import dataclass
+
+import apsw
+
+from .errors import NotSupportedError, ProgrammingError
+
+INTERNAL_PREFIX = "_evedb_"
+CLOCK_VFS_NAME = "evedb_clock"
+# Julian day of the Unix epoch, in milliseconds: SQLite's clock is Julian-day milliseconds.
+_UNIX_EPOCH_JULIAN_MS = 210_866_760_000_000
+
+_batch_clock = threading.local()
+
+
+def set_batch_timestamp(timestamp_ms: int | None) -> None:
+    """Fix the time SQLite sees on this thread (None: back to the real clock)."""
+    _batch_clock.timestamp_ms = timestamp_ms
+
+
+class _ClockVFS(apsw.VFS):
+    """The default VFS with one change: the current time comes from the batch."""
+
+    def __init__(self):
+        super().__init__(CLOCK_VFS_NAME, base="")
+
+    def xCurrentTimeInt64(self) -> int:  # noqa: N802 - apsw's name
+        timestamp_ms = getattr(_batch_clock, "timestamp_ms", None)
+        if timestamp_ms is None:
+            return super().xCurrentTimeInt64()
+        return timestamp_ms + _UNIX_EPOCH_JULIAN_MS
+
+
+_clock_vfs: _ClockVFS | None = None
+_clock_lock = threading.Lock()
+
+
+def _ensure_clock_vfs() -> None:
+    global _clock_vfs
+    with _clock_lock:
+        if _clock_vfs is None:
+            _clock_vfs = _ClockVFS()
+
+
+@dataclass(frozen=True, slots=True)
+class StorageOptions:
+    """How connections are opened.  cache_mb is per connection (shared cache is compiled out)."""
+
+    synchronous: str = "NORMAL"
+    cache_mb: int = 64
+    busy_timeout_ms: int = 30_000
+
+    def __post_init__(self):
+        if self.synchronous.upper() not in ("NORMAL", "FULL", "EXTRA", "OFF"):
+            raise ValueError(f"synchronous must be NORMAL, FULL, EXTRA or OFF, not {self.synchronous!r}")
+
+
+def _pragma(connection: apsw.Connection, text: str) -> None:
+    # One PRAGMA per execute, and read its result so it really runs.
+    connection.execute(text, can_cache=False).fetchall()
+
+
+def open_connection(path: str, options: StorageOptions = StorageOptions()) -> apsw.Connection:
+    """An evedb connection to `path` in WAL mode with the clock VFS, no authorizer yet."""
+    _ensure_clock_vfs()
+    connection = apsw.Connection(
+        path,
+        flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
+        vfs=CLOCK_VFS_NAME,
+    )
+    connection.set_busy_timeout(options.busy_timeout_ms)
+    mode = connection.execute("PRAGMA journal_mode=WAL", can_cache=False).fetchall()
+    if path not in ("", ":memory:") and mode and str(mode[0][0]).lower() != "wal":
+        raise apsw.CantOpenError(f"could not put {path} in WAL mode (got {mode})")
+    _pragma(connection, f"PRAGMA synchronous={options.synchronous.upper()}")
+    _pragma(connection, f"PRAGMA cache_size=-{options.cache_mb * 1024}")
+    _pragma(connection, "PRAGMA foreign_keys=ON")
+    # REPLACE deletes then go through delete triggers like any other delete.
+    _pragma(connection, "PRAGMA recursive_triggers=ON")
+    return connection
+
+
+def ensure_internal_tables(connection: apsw.Connection) -> None:
+    """Create evedb's bookkeeping tables if they are missing (idempotent)."""
+    with connection:
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {INTERNAL_PREFIX}meta(key TEXT PRIMARY KEY, value)",
+            can_cache=False,
+        )
+        # One row per committed SQLite transaction of an unverified batch: the inverse of its
+        # changeset.  id grows with commit order, so undo applies ids newest-first.
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {INTERNAL_PREFIX}undo("
+            "id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, changeset BLOB NOT NULL)",
+            can_cache=False,
+        )
+
+
+def read_meta(connection: apsw.Connection, key: str, default=None):
+    rows = connection.execute(
+        f"SELECT value FROM {INTERNAL_PREFIX}meta WHERE key = ?", (key,), can_cache=False
+    ).fetchall()
+    return rows[0][0] if rows else default
+
+
+def write_meta(connection: apsw.Connection, key: str, value) -> None:
+    connection.execute(
+        f"INSERT INTO {INTERNAL_PREFIX}meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+        can_cache=False,
+    )
+
+
+# --- Deterministic functions -------------------------------------------------------------
+
+_INT64_MIN = -(1 << 63)
+
+
+class RequestEntropy:
+    """random()/randomblob() for one connection, reseeded for every request.
+
+    The seed mixes the batch seed and the request's position in the batch, so a request gets
+    the same values on every replica and in every re-execution, whichever worker runs it.
+    """
+
+    def __init__(self):
+        self._generator = random.Random(0)
+
+    def reseed(self, batch_seed: int, position: int) -> None:
+        self._generator.seed((batch_seed << 32) ^ position, version=2)
+
+    def random(self) -> int:
+        return self._generator.getrandbits(64) + _INT64_MIN
+
+    def randomblob(self, size) -> bytes:
+        size = max(1, int(size or 1))
+        return self._generator.getrandbits(8 * size).to_bytes(size, "little")
+
+
+def install_deterministic_functions(connection: apsw.Connection, entropy: RequestEntropy) -> None:
+    connection.create_scalar_function("random", entropy.random, 0)
+    connection.create_scalar_function("randomblob", entropy.randomblob, 1)
+
+
+# --- The client authorizer ---------------------------------------------------------------
+
+# Read-only PRAGMAs a client may run.  Those that take an object name as argument:
+_PRAGMAS_WITH_ARGUMENT = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
+)
+# Those that only report a value (an argument would make them writes):
+_PRAGMAS_VALUE_ONLY = frozenset({"user_version", "application_id", "foreign_keys", "encoding"})
+
+_REFUSED_FUNCTIONS = {
+    "load_extension": (NotSupportedError, "load_extension() is not allowed: evedb loads no extensions"),
+    "changes": (ProgrammingError, "changes() is not deterministic under parallel execution; use cursor.rowcount"),
+    "total_changes": (ProgrammingError, "total_changes() is not deterministic under parallel execution; use cursor.rowcount"),
+    "last_insert_rowid": (ProgrammingError, "last_insert_rowid() is not deterministic under parallel execution; use cursor.lastrowid"),
+}
+
+_TRANSACTION_ADVICE = (
+    "evedb runs one-shot transactions: use conn.commit() in manual-commit mode, "
+    "conn.transaction(), executemany() or a server-side procedure instead"
+)
+
+_TABLE_ACTIONS = {
+    apsw.SQLITE_READ: "read",
+    apsw.SQLITE_INSERT: "insert into",
+    apsw.SQLITE_UPDATE: "update",
+    apsw.SQLITE_DELETE: "delete from",
+    apsw.SQLITE_CREATE_TABLE: "create table",
+    apsw.SQLITE_DROP_TABLE: "drop table",
+    apsw.SQLITE_ALTER_TABLE: "alter table",
+    apsw.SQLITE_CREATE_INDEX: "create index on",
+    apsw.SQLITE_DROP_INDEX: "drop index on",
+    apsw.SQLITE_CREATE_TRIGGER: "create trigger on",
+    apsw.SQLITE_DROP_TRIGGER: "drop trigger on",
+}
+_TEMPORARY_ACTIONS = frozenset(
+    {
+        apsw.SQLITE_CREATE_TEMP_TABLE,
+        apsw.SQLITE_CREATE_TEMP_INDEX,
+        apsw.SQLITE_CREATE_TEMP_TRIGGER,
+        apsw.SQLITE_CREATE_TEMP_VIEW,
+        apsw.SQLITE_DROP_TEMP_TABLE,
+        apsw.SQLITE_DROP_TEMP_INDEX,
+        apsw.SQLITE_DROP_TEMP_TRIGGER,
+        apsw.SQLITE_DROP_TEMP_VIEW,
+    }
+)
+
+
+class ClientAuthorizer:
+    """The fixed authorizer of a client connection, with the reason for its last refusal."""
+
+    def __init__(self):
+        self.internal_depth = 0
+        self.refusal: tuple[type, str] | None = None
+
+    def __call__(self, action, first, second, database, trigger_or_view):
+        if self.internal_depth:
+            return apsw.SQLITE_OK
+        refusal = self._refusal(action, first, second, database)
+        if refusal is None:
+            return apsw.SQLITE_OK
+        # Keep the first refusal of a statement: it names the statement's own fault.
+        if self.refusal is None:
+            self.refusal = refusal
+        return apsw.SQLITE_DENY
+
+    @staticmethod
+    def _refusal(action, first, second, database):
+        if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
+            return (NotSupportedError, "ATTACH and DETACH are not allowed: an evedb database is one file")
+        if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
+            return (NotSupportedError, f"transaction control is not allowed: {_TRANSACTION_ADVICE}")
+        if action == apsw.SQLITE_PRAGMA:
+            name = (first or "").lower()
+            if name in _PRAGMAS_WITH_ARGUMENT or (name in _PRAGMAS_VALUE_ONLY and second is None):
+                return None
+            shown = f"PRAGMA {name}" + (f"={second}" if second is not None else "")
+            return (ProgrammingError, f"{shown} is not allowed: clients may only read schema PRAGMAs")
+        if action == apsw.SQLITE_FUNCTION:
+            return _REFUSED_FUNCTIONS.get((second or "").lower())
+        if action in _TEMPORARY_ACTIONS or (database or "").lower() == "temp":
+            return (NotSupportedError, "temporary tables, views and triggers are not allowed: they are not replicated")
+        if action in _TABLE_ACTIONS and (first or "").lower().startswith(INTERNAL_PREFIX):
+            return (ProgrammingError, f"{first} is internal to evedb: clients may not {_TABLE_ACTIONS[action]} it")
+        return None
+
+    def begin_statement(self) -> None:
+        self.refusal = None
+
+    @contextlib.contextmanager
+    def internal(self):
+        """Allow evedb's own statements.  Use only with `can_cache=False`."""
+        self.internal_depth += 1
+        try:
+            yield
+        finally:
+            self.internal_depth -= 1
+
+
+# Statements refused from their first keyword, before SQLite prepares them, so the message is
+# about the statement the user wrote (VACUUM, for one, shows up to the authorizer as ATTACH).
+_REFUSED_KEYWORDS = {
+    "begin": (NotSupportedError, f"BEGIN is not allowed: {_TRANSACTION_ADVICE}"),
+    "commit": (NotSupportedError, f"COMMIT is not allowed: {_TRANSACTION_ADVICE}"),
+    "end": (NotSupportedError, f"END is not allowed: {_TRANSACTION_ADVICE}"),
+    "rollback": (NotSupportedError, f"ROLLBACK is not allowed: {_TRANSACTION_ADVICE}"),
+    "savepoint": (NotSupportedError, f"SAVEPOINT is not allowed: {_TRANSACTION_ADVICE}"),
+    "release": (NotSupportedError, f"RELEASE is not allowed: {_TRANSACTION_ADVICE}"),
+    "vacuum": (NotSupportedError, "VACUUM is not allowed on a replicated database"),
+    "attach": (NotSupportedError, "ATTACH is not allowed: an evedb database is one file"),
+    "detach": (NotSupportedError, "DETACH is not allowed: an evedb database is one file"),
+}
+
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_FIRST_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def first_keyword(sql: str) -> str:
+    """The first word of a statement, lower-case, after comments and blanks."""
+    position = _LEADING_NOISE.match(sql).end()
+    match = _FIRST_WORD.match(sql, position)
+    return match.group(0).lower() if match else ""
+
+
+def refusal_for_keyword(sql: str) -> tuple[type, str] | None:
+    return _REFUSED_KEYWORDS.get(first_keyword(sql))
+
+
+def open_client_connection(path: str, options: StorageOptions = StorageOptions()):
+    """A connection that runs client SQL: authorizer fixed, deterministic functions installed.
+
+    Returns (connection, authorizer, entropy).
+    """
+    connection = open_connection(path, options)
+    entropy = RequestEntropy()
+    install_deterministic_functions(connection, entropy)
+    authorizer = ClientAuthorizer()
+    connection.authorizer = authorizer
+    return connection, authorizer, entropy
+
+
+# --- Schema facts ------------------------------------------------------------------------
+
+
+def user_tables(connection: apsw.Connection) -> list[str]:
+    """User tables in name order (internal and sqlite_ tables excluded)."""
+    rows = connection.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_evedb\\_%' ESCAPE '\\' "
+        "ORDER BY name",
+        can_cache=False,
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def table_columns(connection: apsw.Connection, table: str) -> tuple[list[str], list[str]]:
+    """(column names in declared order, primary-key column names in key order)."""
+    rows = connection.execute(f'PRAGMA table_info("{_quote(table)}")', can_cache=False).fetchall()
+    columns = [row[1] for row in rows]
+    keyed = sorted((row[5], row[1]) for row in rows if row[5])
+    return columns, [name for _, name in keyed]
+
+
+def tables_without_primary_key(connection: apsw.Connection) -> list[str]:
+    return [table for table in user_tables(connection) if not table_columns(connection, table)[1]]
+
+
+def schema_rows(connection: apsw.Connection) -> list[tuple]:
+    """The user schema, canonically ordered: what the state root hashes as 'the schema'."""
+    return connection.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema "
+        "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_evedb\\_%' ESCAPE '\\' "
+        "ORDER BY type, name",
+        can_cache=False,
+    ).fetchall()
+
+
+def schema_version(connection: apsw.Connection) -> int:
+    return connection.execute("PRAGMA schema_version", can_cache=False).fetchall()[0][0]
+
+
+def _quote(identifier: str) -> str:
+    return identifier.replace('"', '""')
+
+
+def quote_identifier(identifier: str) -> str:
+    return f'"{_quote(identifier)}"'

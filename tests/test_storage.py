@@ -1,0 +1,188 @@
+"""Storage: PRAGMAs, the client authorizer, the statement-cache pitfall, deterministic functions.
+
+These run client SQL through a real `Worker` on a real SQLite file, the way every request runs.
+"""
+
+from __future__ import annotations
+
+import apsw
+import pytest
+
+from evedb import errors, storage
+from evedb.executor import Worker
+from evedb.messages import Request, Statement
+
+
+@pytest.fixture
+def worker(tmp_path):
+    path = str(tmp_path / "t.db")
+    setup = storage.open_connection(path)
+    storage.ensure_internal_tables(setup)
+    setup.execute("CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+    setup.execute("INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'ink', 3.0)")
+    setup.close()
+    w = Worker(path, storage.StorageOptions())
+    yield w
+    w.close()
+
+
+def run(worker, sql, params=None, *, seq=1, timestamp_ms=1_700_000_000_000, seed=42, position=0):
+    request = Request.statement("c", position, sql, params)
+    share = worker.run_share(seq, timestamp_ms, seed, [(position, request)], writes=True)
+    return share.replies[0][1]
+
+
+def rows(worker):
+    return worker.connection.execute("SELECT * FROM item ORDER BY id").fetchall()
+
+
+def test_connection_pragmas(tmp_path):
+    connection = storage.open_connection(str(tmp_path / "p.db"), storage.StorageOptions(synchronous="FULL", cache_mb=80))
+    assert connection.execute("PRAGMA journal_mode").fetchall()[0][0] == "wal"
+    assert connection.execute("PRAGMA synchronous").fetchall()[0][0] == 2  # FULL
+    assert connection.execute("PRAGMA cache_size").fetchall()[0][0] == -80 * 1024
+    default = storage.open_connection(str(tmp_path / "q.db"))
+    assert default.execute("PRAGMA synchronous").fetchall()[0][0] == 1  # NORMAL
+    assert default.execute("PRAGMA cache_size").fetchall()[0][0] <= -64 * 1024
+
+
+def test_synchronous_is_validated():
+    with pytest.raises(ValueError, match="synchronous"):
+        storage.StorageOptions(synchronous="sometimes")
+
+
+FORBIDDEN = [
+    ("ATTACH DATABASE 'other.db' AS other", errors.NotSupportedError, "ATTACH"),
+    ("DETACH DATABASE other", errors.NotSupportedError, "DETACH"),
+    ("PRAGMA journal_mode=DELETE", errors.ProgrammingError, "journal_mode"),
+    ("PRAGMA user_version=7", errors.ProgrammingError, "user_version"),
+    ("PRAGMA writable_schema=ON", errors.ProgrammingError, "writable_schema"),
+    ("SELECT load_extension('x')", errors.NotSupportedError, "load_extension"),
+    ("BEGIN", errors.NotSupportedError, "BEGIN"),
+    ("COMMIT", errors.NotSupportedError, "COMMIT"),
+    ("SAVEPOINT s1", errors.NotSupportedError, "SAVEPOINT"),
+    ("RELEASE s1", errors.NotSupportedError, "RELEASE"),
+    ("ROLLBACK", errors.NotSupportedError, "ROLLBACK"),
+    ("VACUUM", errors.NotSupportedError, "VACUUM"),
+    ("  /* sneaky */ begin immediate", errors.NotSupportedError, "BEGIN"),
+    ("SELECT * FROM _evedb_undo", errors.ProgrammingError, "_evedb_undo"),
+    ("DELETE FROM _evedb_meta", errors.ProgrammingError, "_evedb_meta"),
+    ("UPDATE item SET name = (SELECT value FROM _evedb_meta)", errors.ProgrammingError, "_evedb_meta"),
+    ("CREATE TEMP TABLE scratch(a INTEGER PRIMARY KEY)", errors.NotSupportedError, "temporary"),
+    ("SELECT changes()", errors.ProgrammingError, "changes()"),
+    ("SELECT total_changes()", errors.ProgrammingError, "total_changes()"),
+    ("INSERT INTO item(name) VALUES ('x'); SELECT last_insert_rowid()", errors.ProgrammingError, None),
+    ("SELECT last_insert_rowid()", errors.ProgrammingError, "last_insert_rowid()"),
+    ("CREATE TABLE nokey(a, b)", errors.ProgrammingError, "PRIMARY KEY"),
+]
+
+
+@pytest.mark.parametrize("sql, kind, named", FORBIDDEN, ids=[f[0][:40] for f in FORBIDDEN])
+def test_forbidden_statement_is_refused_and_changes_nothing(worker, sql, kind, named):
+    before = rows(worker)
+    reply = run(worker, sql)
+    assert reply.error is not None, sql
+    assert reply.error.kind == kind.__name__, reply.error
+    if named:
+        assert named in reply.error.message, reply.error.message
+    assert rows(worker) == before
+    # The connection keeps working afterwards, for reads and writes.
+    assert run(worker, "UPDATE item SET price = price + 1 WHERE id = 1").ok
+    assert run(worker, "SELECT count(*) FROM item").results[0].rows == ((2,),)
+
+
+def test_schema_pragmas_are_allowed(worker):
+    reply = run(worker, "PRAGMA table_info(item)")
+    assert reply.ok, reply.error
+    assert [row[1] for row in reply.results[0].rows] == ["id", "name", "price"]
+    assert run(worker, "PRAGMA user_version").ok
+
+
+def test_refused_statement_stays_refused_after_internal_use_of_same_text(worker):
+    # apsw's statement cache skips the authorizer when it reuses a prepared statement.  evedb's
+    # internal statements never enter the cache, so a client's identical text is re-checked.
+    internal_text = "SELECT value FROM _evedb_meta"
+    with worker.authorizer.internal():
+        worker.connection.execute(internal_text, can_cache=False).fetchall()
+    assert worker._internal(internal_text) == []
+    for _ in range(3):
+        reply = run(worker, internal_text)
+        assert reply.error is not None and "_evedb_meta" in reply.error.message
+    # The same holds for transaction control, which the executor itself uses.
+    reply = run(worker, "SAVEPOINT evedb_request")
+    assert reply.error.kind == "NotSupportedError"
+
+
+def test_cache_pitfall_is_real_without_can_cache_false(tmp_path):
+    # Documents why the rule exists: with caching, a statement prepared while allowed is
+    # reused without a check.  If this ever stops holding, the rule is merely cautious.
+    connection = apsw.Connection(str(tmp_path / "pitfall.db"))
+    connection.execute("CREATE TABLE secret(a)")
+    allowed = {"on": True}
+    connection.authorizer = lambda action, *rest: apsw.SQLITE_OK if allowed["on"] or action != apsw.SQLITE_READ else apsw.SQLITE_DENY
+    connection.execute("SELECT * FROM secret").fetchall()
+    allowed["on"] = False
+    connection.execute("SELECT * FROM secret").fetchall()  # reused from the cache: not re-checked
+    with pytest.raises(apsw.AuthError):
+        connection.execute("SELECT * FROM secret", can_cache=False).fetchall()
+
+
+def test_failed_request_rolls_back_alone(worker):
+    items = [
+        (0, Request.statement("c", 1, "UPDATE item SET price = 10 WHERE id = 1")),
+        (1, Request.script("c", 2, [
+            Statement("UPDATE item SET price = 20 WHERE id = 2"),
+            Statement("INSERT INTO item(id, name) VALUES (1, 'dup')"),
+        ])),
+        (2, Request.statement("c", 3, "UPDATE item SET name = 'quill' WHERE id = 1")),
+    ]
+    share = worker.run_share(1, 0, 0, items, writes=True)
+    replies = dict(share.replies)
+    assert replies[0].ok and replies[2].ok
+    assert replies[1].error.kind == "IntegrityError"
+    assert rows(worker) == [(1, "quill", 10.0), (2, "ink", 3.0)]
+
+
+DETERMINISTIC_SQL = (
+    "SELECT random(), randomblob(16), datetime('now'), CURRENT_TIMESTAMP, unixepoch(), "
+    "strftime('%Y-%m-%d %H:%M:%f', 'now'), julianday('now'), random()"
+)
+
+
+def test_same_batch_same_seed_and_timestamp_gives_identical_results(tmp_path):
+    results = []
+    for attempt in range(2):
+        path = str(tmp_path / f"d{attempt}.db")
+        storage.ensure_internal_tables(storage.open_connection(path))
+        worker = Worker(path, storage.StorageOptions())
+        items = [(position, Request.statement("c", position, DETERMINISTIC_SQL)) for position in range(3)]
+        share = worker.run_share(7, 1_700_000_000_123, 99, items, writes=False)
+        results.append([reply.results[0].rows for _, reply in share.replies])
+        worker.close()
+    assert results[0] == results[1]
+    first = results[0][0][0]
+    assert first[2] == "2023-11-14 22:13:20"  # datetime('now') is the batch timestamp
+    assert first[4] == 1_700_000_000
+    assert first[5].endswith("20.123")
+    # Different positions in the batch draw different random values.
+    assert results[0][0][0][0] != results[0][1][0][0]
+    assert isinstance(first[1], bytes) and len(first[1]) == 16
+
+
+def test_different_seed_gives_different_random(worker):
+    a = run(worker, "SELECT random()", seed=1).results[0].rows
+    b = run(worker, "SELECT random()", seed=2).results[0].rows
+    c = run(worker, "SELECT random()", seed=1).results[0].rows
+    assert a == c and a != b
+
+
+def test_clock_outside_a_batch_is_real_time(worker):
+    value = worker.connection.execute("SELECT unixepoch()").fetchall()[0][0]
+    assert value > 1_750_000_000  # after mid-2025, i.e. not a stale batch timestamp
+
+
+def test_multiple_statements_in_one_execute_are_refused(worker):
+    reply = run(worker, "UPDATE item SET price = 1 WHERE id = 1; UPDATE item SET price = 2 WHERE id = 2")
+    assert reply.error.kind == "ProgrammingError"
+    assert "one statement" in reply.error.message
+    assert rows(worker)[0][2] == 1.5

@@ -1,0 +1,1 @@
+"""TPC-W for evedb: schema, population, interactions as procedures, mixes, driver, report."""
