@@ -31,8 +31,9 @@ and quoted identifiers); the leading keyword decides the exclusive kinds; parame
 SQLite numbers them; `REPLACE INTO` becomes `INSERT OR REPLACE INTO` and `UPDATE OR x` loses
 its conflict clause, both of which sqlglot cannot parse.  The parse tree and the authorizer's
 report are reduced to a `_Shape`: the table sets plus, per keyed table, which literal or
-parameter pins each key column.  Shapes are cached per SQL text and schema generation, so a
-repeated statement costs one dict lookup plus binding its parameter values.
+parameter pins each key column.  Shapes are cached per SQL text in the catalog (dropped
+whenever SQLite's schema cookie changes) or in a module cache when there is no catalog, so a
+repeated statement costs one dict lookup, a schema-cookie read and binding its parameters.
 """
 
 from __future__ import annotations
@@ -161,7 +162,6 @@ class Catalog:
     def __init__(self, connection: apsw.Connection) -> None:
         self.connection = connection
         self._schema_version = -1
-        self._generation = 0
         self._shapes: dict[str, _Shape] = {}
         self._observations: dict[str, _Observed | None] = {}
         self.refresh()
@@ -229,7 +229,6 @@ class Catalog:
         self._views = frozenset(views)
         self._triggers = triggers
         self._foreign_key_reach = _foreign_key_reach(foreign_key_parents)
-        self._generation += 1
         self._shapes = {}
         self._observations = {}
 
@@ -304,7 +303,7 @@ class Catalog:
         if len(statements) != 1 or statements[0][0].text.upper() not in _PREPARED_KEYWORDS:
             return None
         parameters, _ = _parameter_spans(tokens)
-        observed = self._observe(sql, _parameter_count(parameters))
+        observed = self._observe(sql[:statements[0][-1].end + 1], _parameter_count(parameters))
         return None if observed is None else (observed.reads, observed.writes)
 
     # -- observation ------------------------------------------------------------------
@@ -370,7 +369,7 @@ class Catalog:
             return None
         finally:
             connection.authorizer = previous
-            cursor.close()
+            cursor.close(True)  # force: text after the statement (a comment) is not run
         return _Observed(frozenset(reads), frozenset(writes), frozenset(indirect), foreign)
 
 
@@ -708,7 +707,7 @@ def _derive(sql: str, catalog: Catalog | None) -> _Shape:
         return _EXCLUSIVE_SHAPE
     if not isinstance(tree, (exp.Query, exp.Values, exp.Insert, exp.Update, exp.Delete)):
         return _EXCLUSIVE_SHAPE
-    return _Analysis(tree, catalog, sql, parameters).shape()
+    return _Analysis(tree, catalog, statement_text, parameters).shape()
 
 
 def _conflict_clause_spans(tokens: list[Token]) -> list[tuple[int, int, str]]:
@@ -862,7 +861,7 @@ class _Analysis:
                     self.table_level.add(name)
                 else:
                     self._pin_reference(node, name, scope, scope_sources.get(id(scope), [node]))
-        return self._finish(target)
+        return self._finish()
 
     def _target(self, tree: exp.Expression, node: exp.Table, name: str,
                 sources: list[exp.Expression]) -> None:
@@ -938,7 +937,9 @@ class _Analysis:
         """Pin one reference by the top-level AND-conjuncts of its scope's WHERE."""
         info = self._info(name)
         where = scope.args.get("where")
-        if info is None or not info.primary_key or where is None:
+        # A reference outside its scope's FROM (none known in SQLite) cannot be resolved.
+        outside = not any(source is node for source in sources)
+        if info is None or not info.primary_key or where is None or outside:
             self.table_level.add(name)
             return
         alias = node.alias_or_name.lower()
@@ -994,7 +995,7 @@ class _Analysis:
 
     # -- result -----------------------------------------------------------------------
 
-    def _finish(self, target: exp.Table | None) -> _Shape:
+    def _finish(self) -> _Shape:
         catalog = self.catalog
         reads, writes = set(self.reads), set(self.writes)
         table_level = set(self.table_level)

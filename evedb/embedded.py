@@ -8,8 +8,9 @@ One `EmbeddedDatabase` serves every connection to a file in this process (they s
 batcher, so requests from several threads are batched together and can run in parallel);
 a lock file keeps a second process from running its own engine on the same file.
 
-Threading: callers submit from any thread; one coordinator thread owns the batcher and the
-engine.  A reply is handed back only after its batch has committed.
+Threading: callers submit from any thread; whichever submitting thread finds no batch running
+becomes the leader and executes batches until the queue is empty (see `_lead`).  A reply is
+handed back only after its batch has committed.
 """
 
 from __future__ import annotations
@@ -60,13 +61,11 @@ class EmbeddedDatabase:
             raise
         self._batcher = Batcher(max_requests=max_batch, max_delay_ms=0, next_seq=self.engine.committed_seq + 1)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._futures: dict[tuple[str, int], Future] = {}
+        self._leader = threading.Lock()
         self._client_ids = itertools.count(1)
         self._process_tag = uuid.uuid4().hex[:8]
         self._users = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"evedb-coordinator:{path}", daemon=True)
-        self._thread.start()
 
     def new_client_id(self) -> str:
         return f"embedded-{self._process_tag}-{next(self._client_ids)}"
@@ -74,61 +73,55 @@ class EmbeddedDatabase:
     # --- submitting ---
 
     def submit(self, request: Request) -> Future:
+        """Queue a request and, if no thread is executing batches, become the one that does."""
         future: Future = Future()
         if self._closed:
             future.set_exception(OperationalError("the database is closed"))
             return future
         self._inbox.put((request, future))
+        self._lead()
         return future
 
     def execute(self, request: Request) -> Reply:
         return self.submit(request).result()
 
-    # --- the coordinator thread ---
+    def _lead(self) -> None:
+        # Leader batching: the submitting thread that finds no leader runs batches of whatever
+        # is queued (its own request and those of threads that arrived meanwhile) until the
+        # queue is empty; the others wait on their futures.  No thread hop for a lone client.
+        # After letting go it looks once more, so a request queued during the hand-over is
+        # never stranded: either its own thread gets the lock, or this one takes it back.
+        while self._leader.acquire(blocking=False):
+            try:
+                while self._run_one_batch():
+                    pass
+            finally:
+                self._leader.release()
+            if self._inbox.empty():
+                return
 
-    def _run(self) -> None:
-        while True:
-            item = self._inbox.get()
-            if item is None:
+    def _run_one_batch(self) -> bool:
+        futures = []
+        while len(futures) < self._batcher.max_requests:
+            try:
+                request, future = self._inbox.get_nowait()
+            except queue.Empty:
                 break
-            self._take(item)
-            stop = False
-            # Everything already queued joins the same batch: that is where parallelism comes
-            # from when several threads share the database.
-            while len(self._batcher) < self._batcher.max_requests:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                self._take(more)
-            while True:
-                batch = self._batcher.cut(int(time.time() * 1000))
-                if batch is None:
-                    break
-                self._execute(batch)
-            if stop:
-                break
-
-    def _take(self, item) -> None:
-        request, future = item
-        self._futures[(request.client_id, request.request_id)] = future
-        self._batcher.add(request, 0)
-
-    def _execute(self, batch) -> None:
-        futures = [self._futures.pop((r.client_id, r.request_id)) for r in batch.requests]
+            self._batcher.add(request, 0)
+            futures.append(future)
+        if not futures:
+            return False
+        batch = self._batcher.cut(int(time.time() * 1000))
         try:
-            outcome = self.engine.execute(batch)
-            self.engine.commit(batch.seq)
+            outcome = self.engine.execute(batch, commit=True)
         except BaseException as error:  # the engine broke: every waiter hears why
             failure = OperationalError(f"batch {batch.seq} failed: {error}")
             for future in futures:
                 future.set_exception(failure)
-            return
+            return True
         for future, reply in zip(futures, outcome.replies):
             future.set_result(reply)
+        return True
 
     # --- inspection ---
 
@@ -156,9 +149,8 @@ class EmbeddedDatabase:
         if self._closed:
             return
         self._closed = True
-        self._inbox.put(None)
-        self._thread.join()
-        self.engine.close()
+        with self._leader:
+            self.engine.close()
         os.close(self._lock_file)
 
 

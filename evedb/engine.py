@@ -168,10 +168,12 @@ class ExecutionEngine:
 
     # --- execution ---
 
-    def execute(self, batch: Batch, *, sequential: bool = False, plan=None) -> Outcome:
+    def execute(self, batch: Batch, *, sequential: bool = False, plan=None, commit: bool = False) -> Outcome:
         """Execute a batch (parallel unless `sequential`) and compute its token.
 
-        `plan` overrides the mixer (tests use it to force a wrong grouping).
+        `plan` overrides the mixer (tests use it to force a wrong grouping).  `commit` says the
+        batch is final once executed (no verification: the embedded database); a batch that
+        runs as one SQLite transaction then records its commit inside that transaction.
         """
         with self._lock:
             parallel_plan, writes = self.plan(batch)
@@ -182,7 +184,7 @@ class ExecutionEngine:
                 parallel_plan = [list(range(len(batch.requests)))]
                 executor = self.sequential_executor
             try:
-                result = executor.run(batch, parallel_plan, writes)
+                result = executor.run(batch, parallel_plan, writes, final=commit)
             except WorkerDied:
                 # A worker died holding part of the batch: whatever of it committed is undone,
                 # and the batch runs again, sequentially, on this process.
@@ -193,7 +195,10 @@ class ExecutionEngine:
                 self.stats.reexecutions += 1
             if sequential:
                 self.stats.reexecutions += 1
-            return self._finish(batch, result, len(parallel_plan))
+            outcome = self._finish(batch, result, len(parallel_plan))
+            if commit:
+                self.commit(batch.seq)
+            return outcome
 
     def _finish(self, batch: Batch, result: PlanResult, parallel_batches: int) -> Outcome:
         if any(reply is None for reply in result.replies):
@@ -203,7 +208,10 @@ class ExecutionEngine:
             self.full_build()
         else:
             self.tree.apply_deltas(result.page_deltas)
-        self._uncommitted[batch.seq] = (result.page_deltas, result.schema_changed)
+        if result.committed:
+            self.committed_seq = max(self.committed_seq, batch.seq)
+        else:
+            self._uncommitted[batch.seq] = (result.page_deltas, result.schema_changed)
         root = self.tree.root()
         replies_digest = merkle.replies_hash(codec.encode_reply(reply) for reply in result.replies)
         self.stats.batches += 1

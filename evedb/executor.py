@@ -55,6 +55,7 @@ class ShareResult:
     changeset: bytes = b""
     undo_id: int = 0
     schema_changed: bool = False
+    committed: bool = False
 
 
 class _MultipleStatements(Exception):
@@ -81,14 +82,20 @@ class Worker:
 
     # --- a share ---
 
-    def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool) -> ShareResult:
+    def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool, final: bool = False) -> ShareResult:
+        """Run a share in one SQLite transaction.
+
+        final: this share is the whole batch and the batch commits as soon as it has run (no
+        verification pending), so instead of an undo record the transaction itself records
+        the batch as committed: one write transaction per batch instead of two.
+        """
         storage.set_batch_timestamp(timestamp_ms)
         try:
-            return self._run_share(seq, timestamp_ms, seed, items, writes)
+            return self._run_share(seq, timestamp_ms, seed, items, writes, final)
         finally:
             storage.set_batch_timestamp(None)
 
-    def _run_share(self, seq, timestamp_ms, seed, items, writes) -> ShareResult:
+    def _run_share(self, seq, timestamp_ms, seed, items, writes, final) -> ShareResult:
         self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
         session = None
         try:
@@ -99,7 +106,7 @@ class Worker:
             replies = []
             schema_changed = False
             for position, request in items:
-                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position)
+                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes)
                 replies.append((position, reply))
                 schema_changed |= changed_schema
             result = ShareResult(replies, schema_changed=schema_changed)
@@ -113,11 +120,16 @@ class Worker:
                     result.changeset = changeset
                     with self.authorizer.internal():
                         result.page_deltas = self.page_deltas(changeset)
-                    self._internal(
-                        f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
-                        (seq, apsw.Changeset.invert(changeset)),
-                    )
-                    result.undo_id = self.connection.last_insert_rowid()
+                        if final:
+                            storage.write_meta(self.connection, "committed_seq", seq)
+                            result.committed = True
+                        else:
+                            self.connection.execute(
+                                f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
+                                (seq, apsw.Changeset.invert(changeset)),
+                                can_cache=False,
+                            )
+                            result.undo_id = self.connection.last_insert_rowid()
             self._internal("COMMIT")
             return result
         except BaseException:
@@ -127,8 +139,10 @@ class Worker:
                 self._internal("ROLLBACK")
             raise
 
-    def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int):
+    def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True):
         self.entropy.reseed(seed, position)
+        if not writes and request.kind is not RequestKind.PROCEDURE:
+            return self._run_read_only(request), False
         self._internal("SAVEPOINT evedb_request")
         schema_changed = False
         try:
@@ -154,6 +168,20 @@ class Worker:
             self._internal("ROLLBACK TO evedb_request")
             self._internal("RELEASE evedb_request")
             return Reply(request.client_id, request.request_id, (), error_info(error)), False
+
+    def _run_read_only(self, request: Request) -> Reply:
+        # In a share without writes the access analysis found nothing that can write, so there
+        # is nothing to undo: no savepoint (it costs more than a point read).
+        changes_before = self.connection.total_changes()
+        try:
+            results = tuple(self.run_statement(s.sql, s.params) for s in request.statements)
+            reply = Reply(request.client_id, request.request_id, results)
+        except Exception as error:
+            reply = Reply(request.client_id, request.request_id, (), error_info(error))
+        if self.connection.total_changes() != changes_before:
+            # Raising out of the share rolls its transaction back: no unrecorded write survives.
+            raise InternalError(f"request {request.request_id} was analyzed as read-only but wrote")
+        return reply
 
     def _run_procedure(self, request: Request, timestamp_ms: int, seed: int, position: int):
         function = procedures.lookup(request.procedure or "")
@@ -289,6 +317,7 @@ class PlanResult:
     page_deltas: dict
     changesets: list[bytes]
     schema_changed: bool
+    committed: bool = False
 
 
 def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
@@ -299,6 +328,7 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
         if share.changeset:
             into.changesets.append(share.changeset)
         into.schema_changed |= share.schema_changed
+        into.committed |= share.committed
 
 
 def split_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> list[list[int]]:
@@ -326,12 +356,13 @@ class InlineExecutor:
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
         self._worker = Worker(path, options, procedure_modules)
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool]) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         for positions in plan:
             items = [(p, batch.requests[p]) for p in positions]
             share = self._worker.run_share(
-                batch.seq, batch.timestamp_ms, batch.seed, items, any(writes[p] for p in positions)
+                batch.seq, batch.timestamp_ms, batch.seed, items, any(writes[p] for p in positions),
+                final and len(plan) == 1,
             )
             _merge_shares(len(batch.requests), [share], result)
         return result
@@ -351,10 +382,10 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
             break
         if message[0] == "stop":
             break
-        _, seq, timestamp_ms, seed, items, writes = message
+        _, seq, timestamp_ms, seed, items, writes, final = message
         try:
             items = [(position, codec.request_from_plain(plain)) for position, plain in items]
-            share = worker.run_share(seq, timestamp_ms, seed, items, writes)
+            share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
             answer = [
                 "done",
                 [[position, codec.reply_to_plain(reply)] for position, reply in share.replies],
@@ -362,6 +393,7 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
                 share.changeset,
                 share.undo_id,
                 share.schema_changed,
+                share.committed,
             ]
         except Exception:
             answer = ["failed", traceback.format_exc()]
@@ -434,11 +466,12 @@ class ProcessExecutor:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._pool]
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool]) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
         for positions in plan:
             shares = split_shares(positions, [writes[p] for p in positions], self.workers)
+            single_share = len(plan) == 1 and sum(1 for share in shares if share) == 1
             busy = []
             for slot, share_positions in enumerate(shares):
                 if not share_positions:
@@ -450,6 +483,7 @@ class ProcessExecutor:
                     batch.seed,
                     [[p, encoded[p]] for p in share_positions],
                     any(writes[p] for p in share_positions),
+                    final and single_share,
                 ]
                 self._call(slot, message, busy)
             _merge_shares(len(batch.requests), self._collect(busy), result)
@@ -474,7 +508,7 @@ class ProcessExecutor:
             if answer[0] == "failed":
                 failures.append(answer[1])
                 continue
-            _, replies, deltas, changeset, undo_id, schema_changed = answer
+            _, replies, deltas, changeset, undo_id, schema_changed, committed = answer
             shares.append(
                 ShareResult(
                     [(position, codec.reply_from_plain(plain)) for position, plain in replies],
@@ -482,6 +516,7 @@ class ProcessExecutor:
                     changeset,
                     undo_id,
                     schema_changed,
+                    committed,
                 )
             )
         for slot in died:

@@ -1,4 +1,5 @@
-"""Access analysis: the SQL fixture file, plus focused unit tests of caching and the API."""
+"""Access analysis: the SQL fixture file, focused unit tests of caching and the API, and a
+property test that every row SQLite really changes lies within the analysis."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from evedb.access import EXCLUSIVE, Access, Catalog, analyze
 
@@ -237,3 +239,66 @@ def test_observation_leaves_no_statement_behind():
     analyze("DELETE FROM item WHERE i_id = 2", None, catalog)
     assert catalog.connection.execute("SELECT count(*) FROM item").fetchone()[0] == 1
     assert catalog.connection.in_transaction is False
+
+
+# --------------------------------------------------------------------------- soundness against SQLite
+
+
+SOUNDNESS_DDL = """
+CREATE TABLE item(i_id INTEGER PRIMARY KEY, i_title TEXT, i_stock INT, i_cost REAL);
+CREATE TABLE audit(a_id INTEGER PRIMARY KEY, a_item INT, a_note TEXT);
+CREATE TABLE emp(e_id INTEGER PRIMARY KEY, e_mgr INT REFERENCES emp(e_id) ON DELETE CASCADE);
+CREATE TRIGGER item_stock_audit AFTER UPDATE OF i_stock ON item
+BEGIN INSERT INTO audit(a_item, a_note) VALUES (new.i_id, 'stock'); END;
+"""
+
+# Statement templates and how many parameters each takes.
+SOUNDNESS_TEMPLATES = [
+    ("UPDATE item SET i_stock = ? WHERE i_id = ?", 2),
+    ("UPDATE item SET i_cost = 1 WHERE i_id IN (?, ?)", 2),
+    ("UPDATE item SET i_cost = (SELECT i_cost FROM item WHERE i_id = ?) WHERE i_id = ?", 2),
+    ("UPDATE item SET i_stock = i_stock + 1 WHERE i_id = ? AND i_stock > ?", 2),
+    ("UPDATE item SET i_title = 'x' WHERE rowid = ?", 1),
+    ("DELETE FROM audit WHERE a_id = ?", 1),
+    ("DELETE FROM audit WHERE a_id = ? OR a_item = ?", 2),
+    ("INSERT OR REPLACE INTO audit VALUES (?, 1, 'x')", 1),
+    ("INSERT INTO audit VALUES (?, 1, 'x') ON CONFLICT DO UPDATE SET a_note = 'y'", 1),
+    ("INSERT OR IGNORE INTO audit(a_item, a_id) VALUES (1, ?), (2, ?)", 2),
+    ("REPLACE INTO item(i_id, i_title) VALUES (?, 'r')", 1),
+    ("DELETE FROM emp WHERE e_id = ?", 1),
+    ("UPDATE emp SET e_mgr = NULL WHERE e_id = ?", 1),
+]
+
+
+def soundness_database() -> apsw.Connection:
+    connection = apsw.Connection(":memory:")
+    connection.execute("PRAGMA foreign_keys=ON").fetchall()
+    connection.execute(SOUNDNESS_DDL)
+    for number in range(1, 13):
+        connection.execute("INSERT INTO item VALUES (?, 't', ?, 2.0)", (number, number % 4))
+        connection.execute("INSERT INTO audit VALUES (?, ?, 'n')", (number, number))
+        connection.execute("INSERT INTO emp VALUES (?, ?)", (number, number // 2 or None))
+    return connection
+
+
+SOUNDNESS_CATALOG = Catalog.from_sql(SOUNDNESS_DDL)
+key_values = st.one_of(st.integers(min_value=0, max_value=14),
+                       st.integers(min_value=0, max_value=14).map(str))
+
+
+@settings(max_examples=150, deadline=None)
+@given(template=st.sampled_from(SOUNDNESS_TEMPLATES), data=st.data())
+def test_changed_rows_are_within_the_analysis(template, data):
+    """Every row SQLite changes lies in `writes`, and within `keys` when its table has keys."""
+    sql, parameter_count = template
+    params = tuple(data.draw(key_values) for _ in range(parameter_count))
+    access = analyze(sql, params, SOUNDNESS_CATALOG)
+    connection = soundness_database()
+    changed: list[tuple[str, int]] = []
+    connection.set_update_hook(lambda _kind, _database, table, rowid: changed.append((table, rowid)))
+    connection.execute(sql, params)
+    keyed_tables = {table for table, _ in access.keys}
+    for table, rowid in changed:
+        assert table in access.writes, (sql, params, table)
+        if table in keyed_tables:
+            assert (table, (rowid,)) in access.keys, (sql, params, table, rowid)
