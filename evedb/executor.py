@@ -27,6 +27,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -56,6 +57,7 @@ class ShareResult:
     undo_id: int = 0
     schema_changed: bool = False
     committed: bool = False
+    hash_seconds: float = 0.0
 
 
 class _MultipleStatements(Exception):
@@ -119,7 +121,9 @@ class Worker:
                 if changeset:
                     result.changeset = changeset
                     with self.authorizer.internal():
+                        hashing_started = time.perf_counter()
                         result.page_deltas = self.page_deltas(changeset)
+                        result.hash_seconds = time.perf_counter() - hashing_started
                         if final:
                             storage.write_meta(self.connection, "committed_seq", seq)
                             result.committed = True
@@ -318,6 +322,7 @@ class PlanResult:
     changesets: list[bytes]
     schema_changed: bool
     committed: bool = False
+    hash_seconds: float = 0.0
 
 
 def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
@@ -329,6 +334,7 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
             into.changesets.append(share.changeset)
         into.schema_changed |= share.schema_changed
         into.committed |= share.committed
+        into.hash_seconds += share.hash_seconds
 
 
 def split_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> list[list[int]]:
@@ -394,6 +400,7 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
                 share.undo_id,
                 share.schema_changed,
                 share.committed,
+                share.hash_seconds,
             ]
         except Exception:
             answer = ["failed", traceback.format_exc()]
@@ -508,7 +515,7 @@ class ProcessExecutor:
             if answer[0] == "failed":
                 failures.append(answer[1])
                 continue
-            _, replies, deltas, changeset, undo_id, schema_changed, committed = answer
+            _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds = answer
             shares.append(
                 ShareResult(
                     [(position, codec.reply_from_plain(plain)) for position, plain in replies],
@@ -517,6 +524,7 @@ class ProcessExecutor:
                     undo_id,
                     schema_changed,
                     committed,
+                    hash_seconds,
                 )
             )
         for slot in died:

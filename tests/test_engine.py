@@ -269,3 +269,32 @@ def test_kill_9_mid_batch_reopens_at_last_committed_batch(tmp_path):
         assert reopened.committed_seq == 1
     finally:
         reopened.close()
+
+
+def test_dead_worker_is_replaced_and_its_batch_rerun(tmp_path):
+    path = str(tmp_path / "die.db")
+    make_database(path)
+    marker = str(tmp_path / "died")
+    engine = ExecutionEngine(path, workers=2, procedure_modules=["worker_procedures"])
+    try:
+        pids_before = engine.worker_pids()
+        batch = Batch(1, 0, 0, 1, (
+            Request.statement("c", 1, "UPDATE acct SET balance = 0 WHERE id = 1"),
+            Request.call("c", 2, "die_once", (marker, 2)),
+            Request.statement("c", 3, "SELECT balance FROM acct WHERE id = 2"),
+        ))
+        outcome = engine.execute(batch, commit=True)
+        assert os.path.exists(marker)  # the worker really died once
+        assert engine.worker_pids() != pids_before  # and was replaced
+        assert engine.stats.worker_restarts == 1
+        assert [reply.ok for reply in outcome.replies] == [True, True, True]
+        assert outcome.replies[1].results[0].rows == ((1100,),)
+        assert outcome.replies[2].results[0].rows == ((1100,),)
+        # The batch ran exactly once in effect: no double increment, nothing left undone.
+        assert table_rows(engine)["acct"][1:3] == [(1, 0), (2, 1100)]
+        assert engine.state_root() == full_root(engine)
+        # The pool still works.
+        again = engine.execute(Batch(2, 0, 0, 2, (Request.statement("c", 4, "SELECT count(*) FROM acct"),)), commit=True)
+        assert again.replies[0].results[0].rows == ((50,),)
+    finally:
+        engine.close()
