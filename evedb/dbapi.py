@@ -115,15 +115,12 @@ _PARAMETER_TOKENS = re.compile(
 @functools.lru_cache(maxsize=4096)
 def parameter_shape(sql: str) -> tuple[int, frozenset[str]]:
     """(number of positional parameters, names of named parameters) of a statement."""
-    positional, highest, names = 0, 0, set()
+    highest, names = 0, set()
     for match in _PARAMETER_TOKENS.finditer(sql):
         question, named = match.group(1), match.group(2)
         if question is not None:
-            if len(question) > 1:
-                highest = max(highest, int(question[1:]))
-            else:
-                positional += 1
-                highest = max(highest, positional)
+            # SQLite numbers a bare ? one past the largest number assigned so far.
+            highest = max(highest, int(question[1:])) if len(question) > 1 else highest + 1
         elif named is not None:
             names.add(named[1:])
     return highest, frozenset(names)
@@ -332,16 +329,26 @@ class Transaction:
     def executemany(self, operation: str, seq_of_parameters: Iterable) -> list[Cursor]:
         return [self.execute(operation, parameters) for parameters in seq_of_parameters]
 
+    def _clear(self) -> None:
+        for cursor in self._cursors:
+            cursor._set_result(None)
+
     def __enter__(self) -> "Transaction":
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         self._done = True
         if exc_type is not None or not self._statements:
-            for cursor in self._cursors:
-                cursor._set_result(None)
+            self._clear()
             return
-        reply = self._connection._send_script(self._statements)
+        if self._connection.closed:
+            self._clear()
+            raise InterfaceError("the connection was closed inside the transaction block: nothing was sent")
+        try:
+            reply = self._connection._send_script(self._statements)
+        except Error:
+            self._clear()
+            raise
         self.results = list(reply.results)
         for cursor, result in zip(self._cursors, reply.results):
             cursor._set_result(result)
@@ -369,7 +376,9 @@ class Connection:
         self._client_id = transport.new_client_id()
         self._next_request_id = 1
         self._autocommit = bool(autocommit)
-        self._pending: list[tuple[Statement, Cursor]] = []
+        # (statement, cursor, executemany call id or None), in execution order.
+        self._pending: list[tuple[Statement, Cursor, int | None]] = []
+        self._many_calls = 0
         self._closed = False
 
     # --- PEP 249 ---
@@ -384,17 +393,21 @@ class Connection:
             return
         pending, self._pending = self._pending, []
         try:
-            reply = self._send_script([statement for statement, _ in pending])
+            reply = self._send_script([statement for statement, _, _ in pending])
         except Error:
-            for _, cursor in pending:
+            for _, cursor, _ in pending:
                 cursor._set_result(None)
             raise
-        # A cursor that queued several statements (executemany) reports their total rowcount.
-        by_cursor: dict[int, tuple[Cursor, list[StatementResult]]] = {}
-        for (_, cursor), result in zip(pending, reply.results):
-            by_cursor.setdefault(id(cursor), (cursor, []))[1].append(result)
-        for cursor, results in by_cursor.values():
-            if len(results) == 1:
+        # A cursor holds its last execute's result; an executemany reports its total rowcount.
+        last: dict[int, tuple[Cursor, list[StatementResult]]] = {}
+        for (_, cursor, many_id), result in zip(pending, reply.results):
+            entry = last.get(id(cursor))
+            if entry is None or entry[2] != many_id or many_id is None:
+                last[id(cursor)] = (cursor, [result], many_id)
+            else:
+                entry[1].append(result)
+        for cursor, results, many_id in last.values():
+            if many_id is None:
                 cursor._set_result(results[0])
             else:
                 total = sum(max(result.rowcount, 0) for result in results)
@@ -402,7 +415,7 @@ class Connection:
 
     def rollback(self) -> None:
         self._check_open()
-        for _, cursor in self._pending:
+        for _, cursor, _ in self._pending:
             cursor._set_result(None)
         self._pending = []
 
@@ -494,7 +507,7 @@ class Connection:
             reply = self._send(Request.statement(self._client_id, self._request_id(), statement.sql, statement.params))
             cursor._set_result(reply.results[0])
         else:
-            self._pending.append((statement, cursor))
+            self._pending.append((statement, cursor, None))
             cursor._set_result(None, queued=True)
 
     def _execute_many(self, cursor: Cursor, statements: list[Statement]) -> None:
@@ -506,8 +519,9 @@ class Connection:
             total = sum(max(result.rowcount, 0) for result in reply.results)
             cursor._set_result(StatementResult(rowcount=total, lastrowid=reply.results[-1].lastrowid))
         else:
+            self._many_calls += 1
             for statement in statements:
-                self._pending.append((statement, cursor))
+                self._pending.append((statement, cursor, self._many_calls))
             cursor._set_result(None, queued=True)
 
     def _call_procedure(self, cursor: Cursor, name: str, arguments: tuple) -> None:

@@ -78,6 +78,18 @@ def _undo_conflict(code, change):
     return apsw.SQLITE_CHANGESET_OMIT
 
 
+def _with_reply_key(access: Access, client_id: str) -> Access:
+    if access.exclusive:
+        return access
+    return Access(
+        access.reads,
+        access.writes | {storage.REPLIES_TABLE},
+        access.keys | {(storage.REPLIES_TABLE, (client_id,))},
+        access.exclusive,
+        access.read_only,
+    )
+
+
 class ExecutionEngine:
     """Everything one replica does with a batch short of talking to its peer."""
 
@@ -132,7 +144,7 @@ class ExecutionEngine:
     def full_build(self) -> None:
         """Hash every row of every user table (at open, and after a schema change)."""
         tree = merkle.MerkleTree()
-        tables = storage.user_tables(self._connection)
+        tables = storage.replicated_tables(self._connection)
         tree.set_schema(storage.schema_rows(self._connection), tables)
         for table in tables:
             columns, key_columns = storage.table_columns(self._connection, table)
@@ -168,6 +180,13 @@ class ExecutionEngine:
 
     def plan(self, batch: Batch) -> tuple[list[list[int]], list[bool]]:
         accesses = [self.access_of(request) for request in batch.requests]
+        if self.options.reply_cache:
+            # A write stores its client's reply: two requests of one client (a request and its
+            # retry) must not run side by side.
+            accesses = [
+                access if access.read_only else _with_reply_key(access, request.client_id)
+                for access, request in zip(accesses, batch.requests)
+            ]
         writes = [not access.read_only for access in accesses]
         return mix(accesses, self.max_parallel), writes
 

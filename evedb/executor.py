@@ -36,7 +36,7 @@ import apsw
 
 from . import codec, merkle, procedures, storage
 from .errors import Error, InternalError, OperationalError, ProgrammingError, error_info
-from .messages import Batch, Column, Reply, Request, RequestKind, StatementResult
+from .messages import Batch, Column, ErrorInfo, Reply, Request, RequestKind, StatementResult
 
 _DML_KEYWORDS = frozenset({"insert", "update", "delete", "replace"})
 _INSERT_KEYWORDS = frozenset({"insert", "replace"})
@@ -70,6 +70,7 @@ class Worker:
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
         procedures.load_modules(procedure_modules)
         self.connection, self.authorizer, self.entropy = storage.open_client_connection(path, options)
+        self.reply_cache = options.reply_cache
         self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._shape_version = -1
 
@@ -103,7 +104,7 @@ class Worker:
         try:
             if writes:
                 session = apsw.Session(self.connection, "main")
-                session.table_filter(lambda table: not table.startswith(storage.INTERNAL_PREFIX))
+                session.table_filter(storage.is_replicated_table)
                 session.attach()
             replies = []
             schema_changed = False
@@ -147,6 +148,37 @@ class Worker:
         self.entropy.reseed(seed, position)
         if not writes and request.kind is not RequestKind.PROCEDURE:
             return self._run_read_only(request), False
+        if self.reply_cache:
+            cached = self._cached_reply(request)
+            if cached is not None:
+                return cached, False
+        reply, schema_changed = self._run_in_savepoint(request, timestamp_ms, seed, position)
+        if self.reply_cache:
+            self._internal(
+                f"INSERT OR REPLACE INTO {storage.REPLIES_TABLE}(client_id, request_id, reply) VALUES (?, ?, ?)",
+                (request.client_id, request.request_id, codec.encode_reply(reply)),
+            )
+        return reply, schema_changed
+
+    def _cached_reply(self, request: Request) -> Reply | None:
+        """The stored reply if this request already ran (a retry), an error if it is older."""
+        rows = self._internal(
+            f"SELECT request_id, reply FROM {storage.REPLIES_TABLE} WHERE client_id = ?", (request.client_id,)
+        )
+        if not rows:
+            return None
+        last_request_id, encoded = rows[0]
+        if last_request_id == request.request_id:
+            return codec.reply_from_plain(codec.unpack(encoded))
+        if last_request_id > request.request_id:
+            return Reply(request.client_id, request.request_id, (), ErrorInfo(
+                "ProgrammingError",
+                f"request {request.request_id} is older than request {last_request_id} already "
+                "answered for this client: request ids must grow",
+            ))
+        return None
+
+    def _run_in_savepoint(self, request: Request, timestamp_ms: int, seed: int, position: int):
         self._internal("SAVEPOINT evedb_request")
         schema_changed = False
         try:

@@ -34,6 +34,8 @@ import apsw
 from .errors import NotSupportedError, ProgrammingError
 
 INTERNAL_PREFIX = "_evedb_"
+# The replicated reply cache: the last reply to each client, part of the state root.
+REPLIES_TABLE = "_evedb_replies"
 CLOCK_VFS_NAME = "evedb_clock"
 # Julian day of the Unix epoch, in milliseconds: SQLite's clock is Julian-day milliseconds.
 _UNIX_EPOCH_JULIAN_MS = 210_866_760_000_000
@@ -77,6 +79,9 @@ class StorageOptions:
     synchronous: str = "NORMAL"
     cache_mb: int = 64
     busy_timeout_ms: int = 30_000
+    # Keep each client's last reply in REPLIES_TABLE so a retried write is answered from it,
+    # never run twice (the server turns this on; an embedded database has no retries).
+    reply_cache: bool = False
 
     def __post_init__(self):
         if self.synchronous.upper() not in ("NORMAL", "FULL", "EXTRA", "OFF"):
@@ -113,6 +118,11 @@ def ensure_internal_tables(connection: apsw.Connection) -> None:
     with connection:
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {INTERNAL_PREFIX}meta(key TEXT PRIMARY KEY, value)",
+            can_cache=False,
+        )
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {REPLIES_TABLE}("
+            "client_id TEXT PRIMARY KEY, request_id INTEGER NOT NULL, reply BLOB NOT NULL)",
             can_cache=False,
         )
         # One row per committed SQLite transaction of an unverified batch: the inverse of its
@@ -324,6 +334,15 @@ def user_tables(connection: apsw.Connection) -> list[str]:
         can_cache=False,
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def replicated_tables(connection: apsw.Connection) -> list[str]:
+    """The tables the Merkle tree covers: user tables and the reply cache."""
+    return user_tables(connection) + [REPLIES_TABLE]
+
+
+def is_replicated_table(table: str) -> bool:
+    return table == REPLIES_TABLE or not table.startswith(INTERNAL_PREFIX)
 
 
 def table_columns(connection: apsw.Connection, table: str) -> tuple[list[str], list[str]]:
