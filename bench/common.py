@@ -114,20 +114,30 @@ def write_json(name: str, payload: dict) -> Path:
 # --------------------------------------------------------------------------- timing
 
 
-def interleave(rounds: int, variants: dict[str, Callable[[], float]], label: str = "") -> dict[str, list[float]]:
+def interleave(rounds: int, variants: dict[str, Callable[[], float]], label: str = "",
+               reports: int = 10) -> dict[str, list[float]]:
     """Run every variant once per round, alternating the order each round.
 
     Each variant returns its own measurement for the round (a rate or a time per operation).
+    Short rounds, many of them, make the comparison robust on a noisy machine: both variants
+    of a round see nearly the same machine.  Progress goes to stderr `reports` times.
     """
     results: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
+    every = max(1, rounds // reports)
     for round_number in range(rounds):
         order = names if round_number % 2 == 0 else names[::-1]
         for name in order:
             results[name].append(variants[name]())
-        summary = "  ".join(f"{name}={results[name][-1]:.4g}" for name in names)
-        progress(f"  {label} round {round_number + 1}/{rounds}: {summary}")
+        if (round_number + 1) % every == 0 or round_number + 1 == rounds:
+            summary = "  ".join(f"{name}={median(results[name]):.4g}" for name in names)
+            progress(f"  {label} round {round_number + 1}/{rounds}: medians so far {summary}")
     return results
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of a[i] / b[i]: the ratio within a round, robust to drift."""
+    return median([x / y for x, y in zip(a, b)])
 
 
 def per_call_us(function: Callable[[int], None], count: int) -> float:
@@ -136,6 +146,19 @@ def per_call_us(function: Callable[[int], None], count: int) -> float:
     for i in range(count):
         function(i)
     return (time.perf_counter() - started) / count * 1e6
+
+
+def calls_for(function: Callable[[int], None], seconds: float) -> int:
+    """How many calls of `function(i)` take about `seconds` (it is called while finding out)."""
+    count = 1
+    while True:
+        started = time.perf_counter()
+        for i in range(count):
+            function(i)
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds / 4 or count >= 1 << 20:
+            return max(1, int(count * seconds / max(elapsed, 1e-9)))
+        count *= 4
 
 
 # --------------------------------------------------------------------------- CPU control
@@ -165,7 +188,7 @@ class CpuControl:
     wall time of one): about 2.0 with two idle cores, about 1.0 with one.
     """
 
-    def __init__(self, loop_count: int = 3_000_000):
+    def __init__(self, loop_count: int = 2_000_000):
         context = multiprocessing.get_context("spawn")
         self.loop_count = loop_count
         self._pipes = []
@@ -327,6 +350,27 @@ def populate_tpcw(path: Path, seed: int, scale: TpcwScale = TpcwScale()) -> dict
     connection.close()
     return {"author": scale.authors, "item": scale.items, "orders": scale.orders,
             "order_line": len(lines), "kv": scale.kv}
+
+
+SMALL_DDL = (
+    "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER, pad TEXT)",
+    "CREATE TABLE dept(id INTEGER PRIMARY KEY, name TEXT, region TEXT)",
+    "CREATE TABLE emp(id INTEGER PRIMARY KEY, dept_id INTEGER, name TEXT, salary REAL)",
+    "CREATE INDEX emp_dept ON emp(dept_id)",
+)
+REGIONS = ("north", "south", "east", "west")
+
+
+def populate_small(path: Path, seed: int, kv_rows: int = 10_000) -> None:
+    """kv (10k rows) and two small tables for a join: dept (20 rows), emp (400 rows)."""
+    rng = random.Random(seed)
+    connection = new_database(path, SMALL_DDL)
+    bulk_insert(connection, "kv", ((k, rng.randrange(10**6), _text(rng, 20, 40)) for k in range(1, kv_rows + 1)))
+    bulk_insert(connection, "dept", ((d, _word(rng, 2), REGIONS[d % 4]) for d in range(1, 21)))
+    bulk_insert(connection, "emp", ((e, rng.randint(1, 20), _word(rng, 3), round(rng.uniform(30, 200), 1))
+                                     for e in range(1, 401)))
+    connection.execute("ANALYZE")
+    connection.close()
 
 
 CUSTOMER_DDL = (

@@ -12,19 +12,24 @@ driven directly with pre-built batches (no batcher, no client), for
 How: the data is populated once (deterministic seed, then ANALYZE) and copied, per workload,
 into two files, one per engine: `ExecutionEngine(a, workers=2)` (process pool, as the mixer
 plans) and `ExecutionEngine(b, workers=1)` (inline, the whole batch in order).  Both run the
-same warm-up batches, then the same batches round by round, alternating which goes first;
-a round is one chunk of batches on each engine, plus one CPU control measurement (pure-Python
-loop in 2 processes vs 1, see `common.CpuControl`) showing how many cores were free.  Reported:
-medians over rounds of requests/s, the ratio parallel/sequential, and the state roots of both
-engines at the end, which must be equal.
+same warm-up batches, then the same batches in short rounds (one or a few batches each),
+alternating which engine goes first, so both sides of a round see the same machine.  After
+each block of rounds a CPU control (pure-Python loop in 2 processes vs 1, `common.CpuControl`)
+records how many cores were free.  Reported: medians over rounds of requests/s, their ratio,
+the median of per-round ratios (more robust to drift on a shared host), for `read_mix` the
+speedup the executor's split of reads between workers allows at best (from per-request costs
+on a plain connection), and the state roots of both engines at the end, which must be equal.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
+from evedb import storage
 from evedb.engine import ExecutionEngine
+from evedb.executor import split_shares
 
 from . import common
 
@@ -37,75 +42,104 @@ class Workload:
     batches_per_round: int
 
 
-def workloads(quick: bool) -> list[Workload]:
-    factor = 1 if quick else 2
-    return [
-        Workload("read_mix", common.read_mix_request, 32, 4 * factor),
-        Workload("kv_90_10_b64", common.kv_request_maker(0.10), 64, 10 * factor),
-        Workload("kv_90_10_b256", common.kv_request_maker(0.10), 256, 3 * factor),
-        Workload("kv_50_50_b64", common.kv_request_maker(0.50), 64, 10 * factor),
-        Workload("kv_50_50_b256", common.kv_request_maker(0.50), 256, 3 * factor),
-    ]
+WORKLOADS = (
+    Workload("read_mix", common.read_mix_request, 32, 1),
+    Workload("kv_90_10_b64", common.kv_request_maker(0.10), 64, 4),
+    Workload("kv_90_10_b256", common.kv_request_maker(0.10), 256, 1),
+    Workload("kv_50_50_b64", common.kv_request_maker(0.50), 64, 4),
+    Workload("kv_50_50_b256", common.kv_request_maker(0.50), 256, 1),
+)
+WARM_ROUNDS = 4
 
 
-def measure(workload: Workload, golden, directory, rounds: int, seed: int,
-            scale: common.TpcwScale, control: common.CpuControl) -> dict:
-    common.progress(f"{workload.name}: opening engines")
-    parallel_path = common.copy_database(golden, directory / f"{workload.name}-parallel.db")
-    sequential_path = common.copy_database(golden, directory / f"{workload.name}-sequential.db")
-    parallel = ExecutionEngine(str(parallel_path), workers=2)
-    sequential = ExecutionEngine(str(sequential_path), workers=1)
-    try:
-        warm = 2
-        batches = common.make_batches(
-            workload.make_request, (rounds + warm) * workload.batches_per_round,
-            workload.batch_size, seed, scale,
+def split_limited_speedup(path, batches, engine) -> float:
+    """The best 2-worker speedup the executor's split allows, from per-request costs.
+
+    Each request is timed alone on a plain connection (reads only); a parallel batch then
+    takes as long as its most loaded worker.  Median over batches of sum / critical path.
+    """
+    connection = storage.open_connection(str(path))
+    ratios = []
+    for batch in batches:
+        costs = []
+        for request in batch.requests:
+            statement = request.statements[0]
+            started = time.perf_counter()
+            connection.execute(statement.sql, statement.params).fetchall()
+            costs.append(time.perf_counter() - started)
+        plan, writes = engine.plan(batch)
+        critical = sum(
+            max(sum(costs[p] for p in share) for share in split_shares(group, [writes[p] for p in group], 2))
+            for group in plan
         )
-        chunks = [batches[i:i + workload.batches_per_round]
-                  for i in range(0, len(batches), workload.batches_per_round)]
-        for chunk in chunks[:warm]:
-            common.run_batches(parallel, chunk)
-            common.run_batches(sequential, chunk)
-        timed = chunks[warm:]
-        requests_per_round = workload.batches_per_round * workload.batch_size
-        engine_rounds = {"parallel": iter(timed), "sequential": iter(timed)}
-        engines = {"parallel": parallel, "sequential": sequential}
+        ratios.append(sum(costs) / critical)
+    connection.close()
+    return common.median(ratios)
+
+
+def measure(workload: Workload, golden, directory, rounds: int, blocks: int, seed: int,
+            scale: common.TpcwScale, control: common.CpuControl) -> dict:
+    """Both engines on the same batches: `blocks` blocks of interleaved rounds, a CPU
+    control measurement after each block."""
+    common.progress(f"{workload.name}: opening engines")
+    parallel = ExecutionEngine(str(common.copy_database(golden, directory / f"{workload.name}-p.db")), workers=2)
+    sequential = ExecutionEngine(str(common.copy_database(golden, directory / f"{workload.name}-s.db")), workers=1)
+    engines = {"parallel": parallel, "sequential": sequential}
+    try:
+        per_round = workload.batches_per_round
+        batches = common.make_batches(workload.make_request, (WARM_ROUNDS + rounds * blocks) * per_round,
+                                      workload.batch_size, seed, scale)
+        chunks = [batches[i:i + per_round] for i in range(0, len(batches), per_round)]
+        for chunk in chunks[:WARM_ROUNDS]:
+            for engine in engines.values():
+                common.run_batches(engine, chunk)
+        requests_per_round = per_round * workload.batch_size
+        queues = {name: iter(chunks[WARM_ROUNDS:]) for name in engines}
 
         def variant(name):
-            return lambda: requests_per_round / common.run_batches(engines[name], next(engine_rounds[name]))
+            return lambda: requests_per_round / common.run_batches(engines[name], next(queues[name]))
 
         before = parallel.stats.batches, parallel.stats.parallel_batches
-        results = common.interleave(rounds, {
-            "parallel": variant("parallel"),
-            "sequential": variant("sequential"),
-            "control": control.measure,
-        }, label=workload.name)
+        results = {name: [] for name in engines}
+        controls = [control.measure()]
+        for block in range(blocks):
+            block_results = common.interleave(
+                rounds, {name: variant(name) for name in engines},
+                label=f"{workload.name} block {block + 1}/{blocks}", reports=1)
+            for name in engines:
+                results[name] += block_results[name]
+            controls.append(control.measure())
         mixer_rounds = (parallel.stats.parallel_batches - before[1]) / (parallel.stats.batches - before[0])
         parallel_rate, sequential_rate, ratio = common.median_ratio(results["parallel"], results["sequential"])
-        roots = {"parallel": parallel.state_root_hex(), "sequential": sequential.state_root_hex()}
+        roots = {name: engine.state_root_hex() for name, engine in engines.items()}
+        ideal = None
+        if workload.name == "read_mix":
+            ideal = split_limited_speedup(golden, batches[:64], parallel)
         return {
             "workload": workload.name,
             "batch_size": workload.batch_size,
-            "batches_per_round": workload.batches_per_round,
-            "rounds": rounds,
-            "requests_per_s": {k: results[k] for k in ("parallel", "sequential")},
+            "batches_per_round": per_round,
+            "rounds": rounds * blocks,
+            "requests_per_s": results,
             "median_parallel": parallel_rate,
             "median_sequential": sequential_rate,
-            "ratio": ratio,
-            "control": results["control"],
-            "median_control": common.median(results["control"]),
+            "ratio_of_medians": ratio,
+            "median_paired_ratio": common.paired_ratio(results["parallel"], results["sequential"]),
+            "split_limited_speedup": ideal,
+            "control": controls,
+            "median_control": common.median(controls),
             "parallel_batches_per_batch": mixer_rounds,
             "state_roots": roots,
             "roots_equal": roots["parallel"] == roots["sequential"],
         }
     finally:
-        parallel.close()
-        sequential.close()
+        for engine in engines.values():
+            engine.close()
 
 
 def main(argv=None) -> int:
     arguments = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    rounds = 5 if arguments.quick else 9
+    rounds, blocks = (6, 3) if arguments.quick else (12, 5)
     scale = common.TpcwScale()
     results = []
     with common.scratch_directory() as directory:
@@ -115,19 +149,17 @@ def main(argv=None) -> int:
         common.progress(f"rows: {counts}")
         control = common.CpuControl()
         try:
-            for workload in workloads(arguments.quick):
-                results.append(measure(workload, golden, directory, rounds, arguments.seed, scale, control))
+            for workload in WORKLOADS:
+                results.append(measure(workload, golden, directory, rounds, blocks, arguments.seed, scale, control))
         finally:
             control.close()
-    rows = [
-        (r["workload"], r["batch_size"], r["median_parallel"], r["median_sequential"], r["ratio"],
-         r["parallel_batches_per_batch"], r["median_control"], "equal" if r["roots_equal"] else "DIFFERENT")
-        for r in results
-    ]
     print(common.format_table(
-        ("workload", "batch", "parallel req/s", "sequential req/s", "ratio", "mixer rounds/batch",
-         "control 2p/1p", "state roots"),
-        rows,
+        ("workload", "batch", "parallel req/s", "sequential req/s", "ratio of medians",
+         "median paired ratio", "split-limited ideal", "mixer rounds/batch", "control 2p/1p", "state roots"),
+        [(r["workload"], r["batch_size"], r["median_parallel"], r["median_sequential"], r["ratio_of_medians"],
+          r["median_paired_ratio"], "-" if r["split_limited_speedup"] is None else r["split_limited_speedup"],
+          r["parallel_batches_per_batch"], r["median_control"], "equal" if r["roots_equal"] else "DIFFERENT")
+         for r in results],
     ))
     for r in results:
         print(f"{r['workload']}: state root {r['state_roots']['parallel']} (parallel) "

@@ -135,3 +135,114 @@ class Executed:
     changesets: tuple[bytes, ...] = ()
     schema_changed: bool = False
     parallel_batches: int = 0
+
+
+# --- Between the primary and its backup ------------------------------------------------------
+# Every peer message carries the sender's view; a node that sees a higher view steps down.
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Sent first on a peer link, and whenever a node (re)starts talking to its peer."""
+
+    view: int
+    node_id: str
+    role: str
+    committed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Primary -> backup: execute this batch.  A higher attempt for a seq the backup already
+    ran means: roll back to before seq and re-execute (sequentially when `sequential`)."""
+
+    view: int
+    batch: Batch
+    attempt: int
+    sequential: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReport:
+    """Backup -> primary: the token of my execution of (seq, attempt)."""
+
+    view: int
+    seq: int
+    attempt: int
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Primary -> backup: every batch up to seq is verified and final."""
+
+    view: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Liveness, and the sender's view of the pair (commits are also learnt from it)."""
+
+    view: int
+    role: str
+    committed_seq: int
+    peer_synced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Backup -> primary: I hold every batch up to committed_seq; bring me up to date."""
+
+    view: int
+    committed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Primary -> backup: committed batches with their tokens, in seq order."""
+
+    view: int
+    entries: tuple[tuple[Batch, bytes], ...]
+    primary_committed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """Backup -> primary: I executed and committed everything up to committed_seq."""
+
+    view: int
+    committed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NeedState:
+    """Either way: the backup must take the primary's state by transfer (log too short, or
+    tokens still differ after sequential re-execution)."""
+
+    view: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateRequest:
+    """Backup -> primary: my page hashes; send me the pages that differ."""
+
+    view: int
+    committed_seq: int
+    schema_hash: bytes
+    pages: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateData:
+    """Primary -> backup: one part of a state transfer.  `schema` (the primary's schema SQL) is
+    set when the schemas differ; `pages` holds (table, page, rows) for each differing page;
+    the last part has `final` set with the primary's committed seq and state root."""
+
+    view: int
+    committed_seq: int
+    schema: tuple[tuple[str, str, str, str | None], ...] | None
+    pages: tuple[tuple[str, int, tuple[tuple, ...]], ...]
+    final: bool
+    state_root: bytes

@@ -1,0 +1,691 @@
+"""The protocol core of one node of the synchronous primary-backup pair (DESIGN.md section 4).
+
+Pure: messages, client requests, execution results and ticks go in; `take_actions()` returns
+what the runtime must do, in order.  No sockets, threads, clocks or randomness: time arrives as
+`now_ms`, and batch seeds are derived by the batcher.  The asyncio runtime and the seeded
+simulator drive this same class.
+
+Roles and the rules each keeps:
+- PRIMARY cuts batches (bounded in size, time and in-flight count), sends each to the backup
+  and executes it; when both tokens for the oldest in-flight batch are known it commits and
+  releases that batch's replies if they agree.  If they differ, both roll back to before that
+  batch and re-execute every in-flight batch sequentially (a higher `attempt`); if the
+  sequential tokens still differ, the primary's state is taken: it commits, and the backup is
+  told to repair itself by state transfer.  No reply of a write ever leaves before its batch
+  commits.  A backup silent past `peer_timeout_ms` is declared down: the primary commits alone
+  and keeps a log of committed batches for the backup's catch-up.
+- BACKUP executes batches in seq order and reports tokens; it commits what the primary commits.
+  If the primary is silent past the timeout and this backup is in sync, it takes view + 1,
+  re-executes its uncommitted batches sequentially (so any batch whose replies the primary had
+  released survives, and retries find their replies in the reply cache) and serves.
+- A node that sees a higher view in any message steps down and re-syncs; a node that sees a
+  lower view tells the sender with a heartbeat.
+
+Reads (read-only requests) skip the batch: the primary runs them on its current state and
+holds their replies until every batch they could have observed has committed; a rollback of
+such a batch re-runs them.  So a read never shows state that a rollback could erase.
+
+The link between the pair is assumed not to partition (as in Eve's synchronous setting).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .batcher import Batcher
+from .messages import (
+    Batch,
+    CatchUp,
+    CaughtUp,
+    Commit,
+    ErrorInfo,
+    Execute,
+    Heartbeat,
+    Hello,
+    NeedState,
+    Reply,
+    Request,
+    StateData,
+    StateRequest,
+    SyncRequest,
+    TokenReport,
+)
+from .verification import PrimaryBackupVerification, Verdict
+
+
+class Role(str, enum.Enum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+
+
+class PeerState(str, enum.Enum):
+    """What the primary knows of its backup."""
+
+    SYNCED = "synced"  # executes every batch; its token is needed to commit
+    DOWN = "down"  # silent: the primary commits alone
+    CATCHING_UP = "catching_up"  # alive, replaying the log or taking state: commit alone
+
+
+# --- Actions, performed by the runtime in the order given ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteBatch:
+    batch: Batch
+    attempt: int
+    sequential: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackTo:
+    """Undo every uncommitted batch with seq >= this one."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitUpTo:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    message: object
+
+
+@dataclass(frozen=True, slots=True)
+class SendReply:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RunReads:
+    read_id: int
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PersistView:
+    view: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class RequestState:
+    """Backup: send the primary a StateRequest built from this node's Merkle tree."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeState:
+    """Primary: answer this StateRequest (nothing is in flight: the state is committed)."""
+
+    request: StateRequest
+
+
+@dataclass(frozen=True, slots=True)
+class InstallState:
+    """Backup: install one part of a state transfer."""
+
+    data: StateData
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A decision worth a line in the node's log."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    node_id: str
+    max_batch: int = 256
+    batch_delay_ms: int = 1
+    pipeline_depth: int = 4
+    heartbeat_ms: int = 100
+    peer_timeout_ms: int = 1500
+    retransmit_ms: int = 300
+    log_limit: int = 100_000
+
+
+@dataclass(slots=True)
+class _InFlight:
+    batch: Batch
+    attempt: int = 0
+    sequential: bool = False
+    local_token: bytes | None = None
+    local_replies: tuple[Reply, ...] | None = None
+    remote_token: bytes | None = None
+    sent_ms: int = -1
+
+
+@dataclass(slots=True)
+class _Read:
+    requests: tuple[Request, ...]
+    after_seq: int
+    replies: tuple[Reply, ...] | None = None
+
+
+@dataclass(slots=True)
+class ReplicaStats:
+    batches_committed: int = 0
+    divergences: int = 0
+    sequential_reexecutions: int = 0
+    state_transfers: int = 0
+    view_changes: int = 0
+    catch_up_batches: int = 0
+
+
+class Replica:
+    """One node's protocol state machine."""
+
+    def __init__(self, config: ReplicaConfig, *, role: Role, view: int, committed_seq: int, now_ms: int):
+        self.config = config
+        self.role = role
+        self.view = view
+        self.committed_seq = committed_seq
+        self.stats = ReplicaStats()
+        self.verification = PrimaryBackupVerification()
+        self._actions: list = []
+        self._now_ms = now_ms
+        self.last_heard_ms = now_ms
+        self._last_heartbeat_ms = -(10**12)
+        # Primary state.
+        self._batcher = Batcher(config.max_batch, config.batch_delay_ms, committed_seq + 1, view)
+        self._in_flight: dict[int, _InFlight] = {}
+        self._known_requests: set[tuple[str, int]] = set()
+        self._log: dict[int, tuple[Batch, bytes]] = {}
+        # A restarted primary waits for its backup (or the timeout) before committing alone.
+        self.peer = PeerState.SYNCED
+        self._paused_for_sync = False
+        self._pending_state_request: StateRequest | None = None
+        self._pending_reads: list[Request] = []
+        self._reads: dict[int, _Read] = {}
+        self._next_read_id = 1
+        # Backup state.
+        self.synced = False
+        self._executed: dict[int, _InFlight] = {}  # uncommitted batches this backup ran
+        self._buffer: dict[int, Execute] = {}
+        self._catch_up: dict[int, bytes] = {}  # seq -> the primary's token, while catching up
+        self._awaiting_state = False
+        self._last_sync_request_ms = -(10**12)
+        self._backup_committed = -1
+
+    # --- inspection ---
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq this node has executed or issued."""
+        seqs = list(self._in_flight) + list(self._executed)
+        return max(seqs) if seqs else self.committed_seq
+
+    def status(self) -> dict:
+        return {
+            "node_id": self.config.node_id,
+            "role": self.role.value,
+            "view": self.view,
+            "committed_seq": self.committed_seq,
+            "in_flight": len(self._in_flight) if self.role is Role.PRIMARY else len(self._executed),
+            "peer": self.peer.value if self.role is Role.PRIMARY else ("synced" if self.synced else "not synced"),
+            "divergences": self.stats.divergences,
+            "state_transfers": self.stats.state_transfers,
+            "view_changes": self.stats.view_changes,
+            "batches_committed": self.stats.batches_committed,
+        }
+
+    def on_peer_connected(self, now_ms: int) -> None:
+        """A (new) link to the peer: introduce this node; the backup re-syncs from it."""
+        self._send(Hello(self.view, self.config.node_id, self.role.value, self.committed_seq))
+
+    def take_actions(self) -> list:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # --- helpers ---
+
+    def _send(self, message) -> None:
+        self._actions.append(Send(message))
+
+    def _log_line(self, text: str) -> None:
+        self._actions.append(Log(text))
+
+    # --- inputs: clients ---
+
+    def on_client_request(self, request: Request, read_only: bool, now_ms: int) -> None:
+        """A request from a client.  The runtime answers non-primaries itself (NotPrimary)."""
+        self._now_ms = now_ms
+        if self.role is not Role.PRIMARY:
+            return
+        if read_only:
+            self._pending_reads.append(request)
+        else:
+            identity = (request.client_id, request.request_id)
+            if identity in self._known_requests:
+                return  # a retry of a request already in a batch: its reply will come
+            self._known_requests.add(identity)
+            self._batcher.add(request, now_ms)
+        self._pump(now_ms)
+
+    # --- inputs: the runtime's results ---
+
+    def on_executed(self, seq: int, attempt: int, token: bytes, replies: tuple[Reply, ...]) -> None:
+        if self.role is Role.PRIMARY:
+            entry = self._in_flight.get(seq)
+            if entry is None or entry.attempt != attempt:
+                return
+            entry.local_token, entry.local_replies = token, tuple(replies)
+            self._try_commit()
+        else:
+            if seq in self._catch_up:
+                expected = self._catch_up.pop(seq)
+                if expected != token:
+                    self._log_line(f"catch-up batch {seq} gave a different token: taking the primary's state")
+                    self._start_state_transfer(seq)
+                    return
+                self._actions.append(CommitUpTo(seq))
+                self.committed_seq = seq
+                self.stats.catch_up_batches += 1
+                if not self._catch_up:
+                    self._send(CaughtUp(self.view, self.committed_seq))
+                return
+            entry = self._executed.get(seq)
+            if entry is None or entry.attempt != attempt:
+                return
+            entry.local_token = token
+            self._send(TokenReport(self.view, seq, attempt, token))
+
+    def on_reads_executed(self, read_id: int, replies: tuple[Reply, ...]) -> None:
+        read = self._reads.get(read_id)
+        if read is None:
+            return
+        read.replies = tuple(replies)
+        self._release_reads()
+
+    def on_state_served(self, now_ms: int) -> None:
+        self._pending_state_request = None
+        self._pump(now_ms)
+
+    def on_state_installed(self, committed_seq: int, now_ms: int) -> None:
+        self._awaiting_state = False
+        self.committed_seq = committed_seq
+        self._executed.clear()
+        self._buffer.clear()
+        self.stats.state_transfers += 1
+        self._log_line(f"state transfer installed at seq {committed_seq}")
+        self._request_sync(now_ms, force=True)
+
+    # --- inputs: the peer ---
+
+    def on_peer_message(self, message, now_ms: int) -> None:
+        self._now_ms = now_ms
+        view = getattr(message, "view", None)
+        if view is None:
+            return
+        if view < self.view:
+            # A stale sender: tell it the current view so it steps down.
+            self._send(Heartbeat(self.view, self.role.value, self.committed_seq, self.synced))
+            return
+        self.last_heard_ms = now_ms
+        if view > self.view:
+            self._adopt_higher_view(view, now_ms)
+        handler = getattr(self, f"_on_{type(message).__name__}", None)
+        if handler is not None:
+            handler(message, now_ms)
+        self._pump(now_ms)
+
+    def _adopt_higher_view(self, view: int, now_ms: int) -> None:
+        was = self.role
+        self._log_line(f"saw view {view} > {self.view}: {'stepping down, ' if was is Role.PRIMARY else ''}re-syncing as backup")
+        self.view = view
+        self.role = Role.BACKUP
+        self._actions.append(PersistView(view, Role.BACKUP))
+        self._drop_uncommitted()
+        self._request_sync(now_ms, force=True)
+
+    def _drop_uncommitted(self) -> None:
+        """Forget and undo everything not committed (clients retry unreplied requests)."""
+        uncommitted = sorted(set(self._in_flight) | set(self._executed))
+        if uncommitted:
+            self._actions.append(RollbackTo(uncommitted[0]))
+        self._in_flight.clear()
+        self._executed.clear()
+        self._buffer.clear()
+        self._catch_up.clear()
+        self._known_requests.clear()
+        self._pending_reads.clear()
+        self._reads.clear()
+        self._batcher = Batcher(self.config.max_batch, self.config.batch_delay_ms, self.committed_seq + 1, self.view)
+        self.synced = False
+
+    # Primary-side handlers.
+
+    def _on_Hello(self, message: Hello, now_ms: int) -> None:
+        if self.role is Role.PRIMARY:
+            if message.role == Role.PRIMARY.value:
+                # Two primaries in one view: a misconfiguration.  The smaller node id keeps it.
+                if message.node_id < self.config.node_id:
+                    self._adopt_higher_view(self.view + 1, now_ms)
+                return
+            self._begin_catch_up(message.committed_seq, now_ms)
+        elif message.role == Role.PRIMARY.value:
+            # The primary (re)started: whatever it did not commit is gone there; re-sync.
+            self._drop_uncommitted()
+            self._request_sync(now_ms, force=True)
+
+    def _on_SyncRequest(self, message: SyncRequest, now_ms: int) -> None:
+        if self.role is Role.PRIMARY:
+            self._begin_catch_up(message.committed_seq, now_ms)
+
+    def _begin_catch_up(self, backup_committed: int, now_ms: int) -> None:
+        if self.peer is PeerState.SYNCED and backup_committed >= self.committed_seq and not self._in_flight:
+            self._send(CatchUp(self.view, (), self.committed_seq))
+            return
+        if self.peer is not PeerState.CATCHING_UP:
+            self._log_line(f"backup at seq {backup_committed}, primary at {self.committed_seq}: catching it up")
+        self.peer = PeerState.CATCHING_UP
+        self._send_catch_up(backup_committed)
+
+    def _send_catch_up(self, backup_committed: int) -> None:
+        first_logged = min(self._log) if self._log else self.committed_seq + 1
+        if backup_committed + 1 < first_logged or backup_committed > self.committed_seq:
+            self._log_line(f"log does not reach back to seq {backup_committed + 1}: state transfer")
+            self._send(NeedState(self.view, backup_committed))
+            return
+        entries = tuple(self._log[seq] for seq in range(backup_committed + 1, self.committed_seq + 1))
+        # Large gaps travel in slices; the backup asks again after each.
+        self._send(CatchUp(self.view, entries[:512], self.committed_seq))
+
+    def _on_CaughtUp(self, message: CaughtUp, now_ms: int) -> None:
+        if self.role is not Role.PRIMARY or self.peer is not PeerState.CATCHING_UP:
+            return
+        self._backup_committed = message.committed_seq
+        gap = self.committed_seq - message.committed_seq
+        if gap <= 512:
+            # The last stretch: hold new batches back so the catch-up converges.
+            self._paused_for_sync = True
+        if gap > 512:
+            self._send_catch_up(message.committed_seq)
+        else:
+            self._finish_sync_if_ready()
+
+    def _finish_sync_if_ready(self) -> None:
+        """Declare the backup in sync once it holds every committed batch and none is in flight."""
+        if self.peer is not PeerState.CATCHING_UP or not self._paused_for_sync or self._in_flight:
+            return
+        if self._backup_committed < self.committed_seq:
+            self._send_catch_up(self._backup_committed)
+            return
+        # Sent before any Execute of the next batches: the backup starts executing after it.
+        self._send(CatchUp(self.view, (), self.committed_seq))
+        self.peer = PeerState.SYNCED
+        self._paused_for_sync = False
+        self._log_line(f"backup in sync at seq {self.committed_seq}")
+
+    def _on_TokenReport(self, message: TokenReport, now_ms: int) -> None:
+        if self.role is not Role.PRIMARY or self.peer is not PeerState.SYNCED:
+            return
+        entry = self._in_flight.get(message.seq)
+        if entry is None or entry.attempt != message.attempt:
+            return
+        entry.remote_token = message.token
+        self._try_commit()
+
+    def _on_StateRequest(self, message: StateRequest, now_ms: int) -> None:
+        if self.role is not Role.PRIMARY:
+            return
+        self.peer = PeerState.CATCHING_UP
+        self._pending_state_request = message  # served once nothing is in flight
+
+    # Backup-side handlers.
+
+    def _on_Execute(self, message: Execute, now_ms: int) -> None:
+        if self.role is not Role.BACKUP or not self.synced or self._awaiting_state:
+            return
+        seq = message.batch.seq
+        if seq <= self.committed_seq:
+            return
+        entry = self._executed.get(seq)
+        if entry is not None:
+            if message.attempt == entry.attempt:
+                if entry.local_token is not None:
+                    self._send(TokenReport(self.view, seq, entry.attempt, entry.local_token))
+                return
+            if message.attempt < entry.attempt:
+                return
+            # A higher attempt: the primary saw a divergence; undo from here and re-execute.
+            self._actions.append(RollbackTo(seq))
+            for later in [s for s in self._executed if s >= seq]:
+                del self._executed[later]
+            self.stats.sequential_reexecutions += 1
+        self._buffer[seq] = message
+        self._drain_buffer()
+
+    def _drain_buffer(self) -> None:
+        next_seq = (max(self._executed) if self._executed else self.committed_seq) + 1
+        while next_seq in self._buffer:
+            message = self._buffer.pop(next_seq)
+            self._executed[next_seq] = _InFlight(message.batch, message.attempt, message.sequential)
+            self._actions.append(ExecuteBatch(message.batch, message.attempt, message.sequential))
+            next_seq += 1
+        # Anything older than what runs next is stale.
+        for seq in [s for s in self._buffer if s < next_seq]:
+            del self._buffer[seq]
+
+    def _on_Commit(self, message: Commit, now_ms: int) -> None:
+        if self.role is Role.BACKUP and self.synced:
+            self._commit_backup(message.seq)
+
+    def _commit_backup(self, seq: int) -> None:
+        ready = [s for s in sorted(self._executed) if s <= seq and self._executed[s].local_token is not None]
+        # Commit a prefix only: a batch this backup has not finished stays uncommitted.
+        target = self.committed_seq
+        for s in ready:
+            if s != target + 1:
+                break
+            target = s
+        if target > self.committed_seq:
+            self._actions.append(CommitUpTo(target))
+            for s in range(self.committed_seq + 1, target + 1):
+                self._executed.pop(s, None)
+            self.stats.batches_committed += target - self.committed_seq
+            self.committed_seq = target
+
+    def _on_Heartbeat(self, message: Heartbeat, now_ms: int) -> None:
+        if self.role is Role.BACKUP and message.role == Role.PRIMARY.value:
+            if self.synced and not message.peer_synced:
+                # The primary went on without this backup: re-sync.
+                self._drop_uncommitted()
+                self._request_sync(now_ms, force=True)
+            elif self.synced:
+                self._commit_backup(message.committed_seq)
+            elif not self._catch_up and not self._awaiting_state:
+                self._request_sync(now_ms)
+        elif self.role is Role.PRIMARY and message.role == Role.PRIMARY.value:
+            self._on_Hello(Hello(message.view, "", Role.PRIMARY.value, message.committed_seq), now_ms)
+
+    def _on_CatchUp(self, message: CatchUp, now_ms: int) -> None:
+        if self.role is not Role.BACKUP or self._awaiting_state:
+            return
+        if self._executed:
+            self._drop_uncommitted()
+        next_seq = self.committed_seq + 1 + len(self._catch_up)
+        for batch, token in message.entries:
+            if batch.seq != next_seq:
+                continue
+            self._catch_up[batch.seq] = token
+            self._actions.append(ExecuteBatch(batch, 0, True))
+            next_seq += 1
+        if not self._catch_up:
+            if self.committed_seq >= message.primary_committed_seq:
+                self.synced = True
+            self._send(CaughtUp(self.view, self.committed_seq))
+
+    def _on_NeedState(self, message: NeedState, now_ms: int) -> None:
+        if self.role is Role.BACKUP:
+            self._start_state_transfer(message.seq)
+
+    def _on_StateData(self, message: StateData, now_ms: int) -> None:
+        if self.role is Role.BACKUP and self._awaiting_state:
+            self._actions.append(InstallState(message))
+
+    def _start_state_transfer(self, seq: int) -> None:
+        self._drop_uncommitted()
+        self._awaiting_state = True
+        self._actions.append(RequestState())
+
+    def _request_sync(self, now_ms: int, force: bool = False) -> None:
+        if force or now_ms - self._last_sync_request_ms >= self.config.retransmit_ms:
+            self._last_sync_request_ms = now_ms
+            self._send(SyncRequest(self.view, self.committed_seq))
+
+    # --- the primary's pipeline ---
+
+    def _try_commit(self) -> None:
+        while self._in_flight:
+            seq = min(self._in_flight)
+            entry = self._in_flight[seq]
+            if entry.local_token is None:
+                return
+            verdict = self.verification.verdict(
+                entry.local_token, entry.remote_token, self.peer is PeerState.SYNCED, entry.sequential
+            )
+            if verdict is Verdict.WAIT:
+                return
+            if verdict is Verdict.DIVERGE:
+                self._diverged(seq)
+                return
+            if verdict is Verdict.TAKE_PRIMARY:
+                self._log_line(f"batch {seq}: tokens differ after sequential re-execution: backup takes the primary's state")
+                self.peer = PeerState.CATCHING_UP
+                self._send(NeedState(self.view, seq))
+            self._commit_primary(seq, entry)
+
+    def _commit_primary(self, seq: int, entry: _InFlight) -> None:
+        del self._in_flight[seq]
+        self.committed_seq = seq
+        self.stats.batches_committed += 1
+        self._actions.append(CommitUpTo(seq))
+        if self.peer is PeerState.SYNCED:
+            self._send(Commit(self.view, seq))
+        self._log[seq] = (entry.batch, entry.local_token)
+        while len(self._log) > self.config.log_limit:
+            del self._log[min(self._log)]
+        for reply in entry.local_replies:
+            self._actions.append(SendReply(reply))
+            self._known_requests.discard((reply.client_id, reply.request_id))
+        self._release_reads()
+        self._finish_sync_if_ready()
+
+    def _diverged(self, seq: int) -> None:
+        self.stats.divergences += 1
+        self._log_line(f"batch {seq}: tokens differ: rolling back and re-executing sequentially")
+        self._actions.append(RollbackTo(seq))
+        attempt = max(entry.attempt for entry in self._in_flight.values()) + 1
+        for later in sorted(s for s in self._in_flight if s >= seq):
+            entry = self._in_flight[later]
+            entry.attempt, entry.sequential = attempt, True
+            entry.local_token = entry.local_replies = entry.remote_token = None
+            self._dispatch(entry, self._now_ms)
+        self.stats.sequential_reexecutions += 1
+        self._rerun_reads_after(seq)
+
+    def _dispatch(self, entry: _InFlight, now_ms: int) -> None:
+        message = Execute(self.view, entry.batch, entry.attempt, entry.sequential)
+        if self.peer is PeerState.SYNCED:
+            self._send(message)
+        entry.sent_ms = now_ms
+        self._actions.append(ExecuteBatch(entry.batch, entry.attempt, entry.sequential))
+
+    def _pump(self, now_ms: int) -> None:
+        if self.role is not Role.PRIMARY:
+            return
+        if self._pending_state_request is not None:
+            if not self._in_flight:
+                self._actions.append(ServeState(self._pending_state_request))
+                self._pending_state_request = None
+            return
+        while not self._paused_for_sync and len(self._in_flight) < self.config.pipeline_depth:
+            batch = self._batcher.poll(now_ms)
+            if batch is None:
+                break
+            entry = self._in_flight[batch.seq] = _InFlight(batch)
+            self._dispatch(entry, now_ms)
+        if self._pending_reads:
+            read_id = self._next_read_id
+            self._next_read_id += 1
+            self._reads[read_id] = _Read(tuple(self._pending_reads), self.last_seq)
+            self._actions.append(RunReads(read_id, tuple(self._pending_reads)))
+            self._pending_reads = []
+
+    def _release_reads(self) -> None:
+        for read_id in sorted(self._reads):
+            read = self._reads[read_id]
+            if read.replies is not None and read.after_seq <= self.committed_seq:
+                for reply in read.replies:
+                    self._actions.append(SendReply(reply))
+                del self._reads[read_id]
+
+    def _rerun_reads_after(self, seq: int) -> None:
+        for read_id in sorted(self._reads):
+            read = self._reads[read_id]
+            if read.after_seq >= seq:
+                del self._reads[read_id]
+                self._pending_reads.extend(read.requests)
+
+    # --- time ---
+
+    def tick(self, now_ms: int) -> None:
+        self._now_ms = now_ms
+        silent_ms = now_ms - self.last_heard_ms
+        if self.role is Role.PRIMARY:
+            if self.peer is not PeerState.DOWN and silent_ms > self.config.peer_timeout_ms:
+                self._log_line(f"backup silent for {silent_ms} ms: continuing alone")
+                self.peer = PeerState.DOWN
+                self._paused_for_sync = False
+                self._pending_state_request = None
+                self._try_commit()
+            if self.peer is PeerState.SYNCED:
+                for seq in sorted(self._in_flight):
+                    entry = self._in_flight[seq]
+                    if entry.remote_token is None and now_ms - entry.sent_ms >= self.config.retransmit_ms:
+                        entry.sent_ms = now_ms
+                        self._send(Execute(self.view, entry.batch, entry.attempt, entry.sequential))
+            self._pump(now_ms)
+        else:
+            if self.synced and silent_ms > self.config.peer_timeout_ms:
+                self._take_over(now_ms)
+            elif not self.synced and not self._catch_up and not self._awaiting_state:
+                self._request_sync(now_ms)
+        if now_ms - self._last_heartbeat_ms >= self.config.heartbeat_ms:
+            self._last_heartbeat_ms = now_ms
+            synced = self.peer is PeerState.SYNCED if self.role is Role.PRIMARY else self.synced
+            self._send(Heartbeat(self.view, self.role.value, self.committed_seq, synced))
+
+    def _take_over(self, now_ms: int) -> None:
+        self.view += 1
+        self.role = Role.PRIMARY
+        self.stats.view_changes += 1
+        self._log_line(f"primary silent past {self.config.peer_timeout_ms} ms: taking over as primary of view {self.view}")
+        self._actions.append(PersistView(self.view, Role.PRIMARY))
+        uncommitted = [self._executed[s] for s in sorted(self._executed)]
+        self._executed.clear()
+        self._buffer.clear()
+        self.peer = PeerState.DOWN
+        self.synced = False
+        if uncommitted:
+            # Re-execute, sequentially, every batch the old primary may have answered for.
+            self._actions.append(RollbackTo(uncommitted[0].batch.seq))
+        for old in uncommitted:
+            entry = self._in_flight[old.batch.seq] = _InFlight(old.batch, old.attempt + 1, True)
+            for request in old.batch.requests:
+                self._known_requests.add((request.client_id, request.request_id))
+            self._dispatch(entry, now_ms)
+        self._batcher = Batcher(self.config.max_batch, self.config.batch_delay_ms, self.last_seq + 1, self.view)
+        self.last_heard_ms = now_ms
+
+
+def not_primary_reply(request: Request, primary: str | None) -> Reply:
+    """What a node that is not the primary answers a client."""
+    where = f"; the primary is {primary}" if primary else ""
+    return Reply(request.client_id, request.request_id, (), ErrorInfo("NotPrimary", f"this node is not the primary{where}"))

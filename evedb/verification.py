@@ -1,0 +1,30 @@
+"""Verification policies: given the tokens known for a batch, decide what happens to it.
+
+The synchronous primary-backup pair is the only policy today.  The asynchronous configuration
+(2u+1 execution replicas, verifiers agreeing on tokens) will be another class with the same
+`verdict` method, so the replica's pipeline does not change.  Pure.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Verdict(enum.Enum):
+    WAIT = "wait"  # a token the policy needs is missing
+    AGREE = "agree"  # commit, release replies
+    DIVERGE = "diverge"  # roll back and re-execute sequentially
+    TAKE_PRIMARY = "take_primary"  # still different after sequential re-execution: primary wins
+
+
+class PrimaryBackupVerification:
+    def verdict(self, local: bytes | None, remote: bytes | None, backup_synced: bool, sequential: bool) -> Verdict:
+        if local is None:
+            return Verdict.WAIT
+        if not backup_synced:
+            return Verdict.AGREE  # alone: the primary's own execution is final
+        if remote is None:
+            return Verdict.WAIT
+        if local == remote:
+            return Verdict.AGREE
+        return Verdict.TAKE_PRIMARY if sequential else Verdict.DIVERGE
