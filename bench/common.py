@@ -13,14 +13,18 @@ comparison its own file with identical contents.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
+import io
 import json
 import multiprocessing
 import os
 import platform
+import pstats
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +89,21 @@ def _cell(value) -> str:
     return str(value)
 
 
+def source_note() -> dict:
+    """Which evedb was measured: the commit and the files changed since (the tree may be dirty)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    changed = git("status", "--porcelain", "--", "evedb")
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "evedb_changes": changed.splitlines() if changed else []}
+
+
 def machine_note() -> dict:
     return {
         "cpus": os.cpu_count(),
@@ -104,6 +123,7 @@ def write_json(name: str, payload: dict) -> Path:
         "command": "python -m bench." + name + "".join(" " + a for a in sys.argv[1:]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_note(),
+        "source": source_note(),
         **payload,
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
@@ -148,6 +168,15 @@ def per_call_us(function: Callable[[int], None], count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+def profile_top(function: Callable[[], object], limit: int = 12, sort: str = "tottime") -> str:
+    """cProfile of one call of `function`: the top `limit` entries, as text."""
+    profiler = cProfile.Profile()
+    profiler.runcall(function)
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats(sort).print_stats(limit)
+    return text.getvalue()
+
+
 def calls_for(function: Callable[[int], None], seconds: float) -> int:
     """How many calls of `function(i)` take about `seconds` (it is called while finding out)."""
     count = 1
@@ -188,7 +217,7 @@ class CpuControl:
     wall time of one): about 2.0 with two idle cores, about 1.0 with one.
     """
 
-    def __init__(self, loop_count: int = 2_000_000):
+    def __init__(self, loop_count: int = 1_000_000):
         context = multiprocessing.get_context("spawn")
         self.loop_count = loop_count
         self._pipes = []

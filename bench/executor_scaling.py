@@ -11,14 +11,17 @@ driven directly with pre-built batches (no batcher, no client), for
 
 How: the data is populated once (deterministic seed, then ANALYZE) and copied, per workload,
 into two files, one per engine: `ExecutionEngine(a, workers=2)` (process pool, as the mixer
-plans) and `ExecutionEngine(b, workers=1)` (inline, the whole batch in order).  Both run the
-same warm-up batches, then the same batches in short rounds (one or a few batches each),
-alternating which engine goes first, so both sides of a round see the same machine.  After
-each block of rounds a CPU control (pure-Python loop in 2 processes vs 1, `common.CpuControl`)
-records how many cores were free.  Reported: medians over rounds of requests/s, their ratio,
-the median of per-round ratios (more robust to drift on a shared host), for `read_mix` the
-speedup the executor's split of reads between workers allows at best (from per-request costs
-on a plain connection), and the state roots of both engines at the end, which must be equal.
+plans) and `ExecutionEngine(b, workers=1)` (inline: one worker in this process, each
+parallel batch of the mixer's plan run in turn, in batch order).  Both run the same warm-up
+batches, then the same batches in many short rounds (one or a few batches per engine), the
+order of parallel / sequential / control alternating round by round, so both engines of a
+round see nearly the same machine.  The control (`common.CpuControl`: a pure-Python loop in
+2 processes vs 1, ~50 ms) says how many cores were free in that round.  Reported: medians
+over rounds of requests/s and their ratio; the median of per-round ratios (robust to drift
+on a shared host), also restricted to rounds whose control showed two free cores; for
+`read_mix` the best speedup the executor's split of reads between the two workers allows
+(per-request costs on a plain connection, each parallel batch as long as its most loaded
+worker); and the state roots of both engines at the end, which must be equal.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ class Workload:
 
 WORKLOADS = (
     Workload("read_mix", common.read_mix_request, 32, 1),
-    Workload("kv_90_10_b64", common.kv_request_maker(0.10), 64, 4),
+    Workload("kv_90_10_b64", common.kv_request_maker(0.10), 64, 2),
     Workload("kv_90_10_b256", common.kv_request_maker(0.10), 256, 1),
-    Workload("kv_50_50_b64", common.kv_request_maker(0.50), 64, 4),
+    Workload("kv_50_50_b64", common.kv_request_maker(0.50), 64, 2),
     Workload("kv_50_50_b256", common.kv_request_maker(0.50), 256, 1),
 )
 WARM_ROUNDS = 4
@@ -77,17 +80,19 @@ def split_limited_speedup(path, batches, engine) -> float:
     return common.median(ratios)
 
 
-def measure(workload: Workload, golden, directory, rounds: int, blocks: int, seed: int,
+IDLE_CONTROL = 1.8  # a control of 2p/1p >= this: the round had (nearly) two free cores
+
+
+def measure(workload: Workload, golden, directory, rounds: int, seed: int,
             scale: common.TpcwScale, control: common.CpuControl) -> dict:
-    """Both engines on the same batches: `blocks` blocks of interleaved rounds, a CPU
-    control measurement after each block."""
+    """Both engines on the same batches in interleaved rounds, with a CPU control per round."""
     common.progress(f"{workload.name}: opening engines")
     parallel = ExecutionEngine(str(common.copy_database(golden, directory / f"{workload.name}-p.db")), workers=2)
     sequential = ExecutionEngine(str(common.copy_database(golden, directory / f"{workload.name}-s.db")), workers=1)
     engines = {"parallel": parallel, "sequential": sequential}
     try:
         per_round = workload.batches_per_round
-        batches = common.make_batches(workload.make_request, (WARM_ROUNDS + rounds * blocks) * per_round,
+        batches = common.make_batches(workload.make_request, (WARM_ROUNDS + rounds) * per_round,
                                       workload.batch_size, seed, scale)
         chunks = [batches[i:i + per_round] for i in range(0, len(batches), per_round)]
         for chunk in chunks[:WARM_ROUNDS]:
@@ -100,46 +105,43 @@ def measure(workload: Workload, golden, directory, rounds: int, blocks: int, see
             return lambda: requests_per_round / common.run_batches(engines[name], next(queues[name]))
 
         before = parallel.stats.batches, parallel.stats.parallel_batches
-        results = {name: [] for name in engines}
-        controls = [control.measure()]
-        for block in range(blocks):
-            block_results = common.interleave(
-                rounds, {name: variant(name) for name in engines},
-                label=f"{workload.name} block {block + 1}/{blocks}", reports=1)
-            for name in engines:
-                results[name] += block_results[name]
-            controls.append(control.measure())
+        results = common.interleave(
+            rounds, {"parallel": variant("parallel"), "sequential": variant("sequential"), "control": control.measure},
+            label=workload.name, reports=4)
         mixer_rounds = (parallel.stats.parallel_batches - before[1]) / (parallel.stats.batches - before[0])
-        parallel_rate, sequential_rate, ratio = common.median_ratio(results["parallel"], results["sequential"])
         roots = {name: engine.state_root_hex() for name, engine in engines.items()}
-        ideal = None
-        if workload.name == "read_mix":
-            ideal = split_limited_speedup(golden, batches[:64], parallel)
-        return {
-            "workload": workload.name,
-            "batch_size": workload.batch_size,
-            "batches_per_round": per_round,
-            "rounds": rounds * blocks,
-            "requests_per_s": results,
-            "median_parallel": parallel_rate,
-            "median_sequential": sequential_rate,
-            "ratio_of_medians": ratio,
-            "median_paired_ratio": common.paired_ratio(results["parallel"], results["sequential"]),
-            "split_limited_speedup": ideal,
-            "control": controls,
-            "median_control": common.median(controls),
-            "parallel_batches_per_batch": mixer_rounds,
-            "state_roots": roots,
-            "roots_equal": roots["parallel"] == roots["sequential"],
-        }
+        ideal = split_limited_speedup(golden, batches[:64], parallel) if workload.name == "read_mix" else None
     finally:
         for engine in engines.values():
             engine.close()
+    parallel_rate, sequential_rate, ratio = common.median_ratio(results["parallel"], results["sequential"])
+    idle = [i for i, c in enumerate(results["control"]) if c >= IDLE_CONTROL]
+    return {
+        "workload": workload.name,
+        "batch_size": workload.batch_size,
+        "batches_per_round": per_round,
+        "rounds": rounds,
+        "requests_per_s": {name: results[name] for name in engines},
+        "median_parallel": parallel_rate,
+        "median_sequential": sequential_rate,
+        "ratio_of_medians": ratio,
+        "median_paired_ratio": common.paired_ratio(results["parallel"], results["sequential"]),
+        "idle_rounds": len(idle),
+        "median_paired_ratio_idle": (common.paired_ratio([results["parallel"][i] for i in idle],
+                                                         [results["sequential"][i] for i in idle])
+                                     if idle else None),
+        "split_limited_speedup": ideal,
+        "control": results["control"],
+        "median_control": common.median(results["control"]),
+        "parallel_batches_per_batch": mixer_rounds,
+        "state_roots": roots,
+        "roots_equal": roots["parallel"] == roots["sequential"],
+    }
 
 
 def main(argv=None) -> int:
     arguments = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    rounds, blocks = (6, 3) if arguments.quick else (12, 5)
+    rounds = 16 if arguments.quick else 80
     scale = common.TpcwScale()
     results = []
     with common.scratch_directory() as directory:
@@ -150,14 +152,17 @@ def main(argv=None) -> int:
         control = common.CpuControl()
         try:
             for workload in WORKLOADS:
-                results.append(measure(workload, golden, directory, rounds, blocks, arguments.seed, scale, control))
+                results.append(measure(workload, golden, directory, rounds, arguments.seed, scale, control))
         finally:
             control.close()
     print(common.format_table(
         ("workload", "batch", "parallel req/s", "sequential req/s", "ratio of medians",
-         "median paired ratio", "split-limited ideal", "mixer rounds/batch", "control 2p/1p", "state roots"),
+         "median paired ratio", f"paired ratio, control >= {IDLE_CONTROL} (rounds)", "split-limited ideal",
+         "mixer rounds/batch", "control 2p/1p", "state roots"),
         [(r["workload"], r["batch_size"], r["median_parallel"], r["median_sequential"], r["ratio_of_medians"],
-          r["median_paired_ratio"], "-" if r["split_limited_speedup"] is None else r["split_limited_speedup"],
+          r["median_paired_ratio"],
+          "-" if r["median_paired_ratio_idle"] is None else f"{r['median_paired_ratio_idle']:.2f} ({r['idle_rounds']})",
+          "-" if r["split_limited_speedup"] is None else r["split_limited_speedup"],
           r["parallel_batches_per_batch"], r["median_control"], "equal" if r["roots_equal"] else "DIFFERENT")
          for r in results],
     ))

@@ -49,5 +49,101 @@ def demo_command(workers, seconds, clients) -> None:
     sys.exit(run_embedded_demo(workers=workers, seconds=seconds, clients=clients, echo=click.echo))
 
 
+@main.command("serve")
+@click.option("--role", type=click.Choice(["primary", "backup"]), required=True,
+              help="The role this node starts in (a restarted node resumes its stored role and view).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Data directory.")
+@click.option("--listen", required=True, help="HOST:PORT for clients and the peer.")
+@click.option("--peer", required=True, help="HOST:PORT of the other node.")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Shared secret for the HMAC on peer frames.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+@click.option("--synchronous", type=click.Choice(["NORMAL", "FULL"]), default="NORMAL", show_default=True)
+@click.option("--procedures", multiple=True, help="Module of server-side procedures (repeatable).")
+@click.option("--rules", default=None, help="Mixer rules: an application name or a TOML path.")
+@click.option("--max-batch", type=int, default=256, show_default=True)
+@click.option("--pipeline", "pipeline_depth", type=int, default=4, show_default=True, help="Batches in flight.")
+@click.option("--peer-timeout-ms", type=int, default=1500, show_default=True)
+@click.option("--test-perturb", type=int, default=0, hidden=True,
+              help="Test hook: make the next N parallel executions give a wrong reply.")
+@click.option("--verbose", is_flag=True, help="Log what the node decides and why.")
+def serve_command(role, data_dir, listen, peer, secret_file, workers, synchronous, procedures, rules,
+                  max_batch, pipeline_depth, peer_timeout_ms, test_perturb, verbose) -> None:
+    """Run one node of a primary-backup pair."""
+    from evedb.procedures import load_modules
+    from evedb.runtime.launch import configure_logging, serve
+    from evedb.runtime.node import NodeConfig
+
+    configure_logging(verbose)
+    secret = None
+    if secret_file:
+        with open(secret_file, "rb") as handle:
+            secret = handle.read().strip()
+    loaded_rules = None
+    if rules:
+        from mixer_rules import load_rules
+
+        loaded_rules = load_rules(rules)
+    load_modules(procedures)
+    serve(NodeConfig(
+        data_dir=data_dir, listen=listen, peer=peer, role=role, secret=secret, workers=workers,
+        synchronous=synchronous, procedure_modules=tuple(procedures), rules=loaded_rules,
+        max_batch=max_batch, pipeline_depth=pipeline_depth, peer_timeout_ms=peer_timeout_ms,
+        perturb_executions=test_perturb,
+    ))
+
+
+@main.command("pair")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--port", type=int, default=7480, show_default=True, help="Primary port; the backup uses port+1.")
+@click.option("--workers", type=int, default=None)
+def pair_command(data_dir, port, workers) -> None:
+    """Start a primary on PORT and a backup on PORT+1 on loopback; Ctrl-C stops both."""
+    import time
+
+    from evedb.runtime.launch import Pair
+
+    pair = Pair(data_dir, port, workers=workers)
+    with pair:
+        pair.wait_ready()
+        click.echo(f"pair ready: {pair.dsn}  (logs in {data_dir}/primary.log, backup.log; Ctrl-C stops)")
+        try:
+            while all(process.poll() is None for process in pair.processes.values()):
+                time.sleep(0.5)
+            click.echo("a node exited; stopping the pair", err=True)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
+@main.command("status")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def status_command(address, as_json, timeout) -> None:
+    """Print a node's role, view, committed seq, state root and counters."""
+    from evedb.client import node_status
+    from evedb.errors import Error
+
+    try:
+        status = node_status(address, timeout=timeout)
+    except Error as error:
+        raise click.ClickException(str(error))
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        for key in sorted(status):
+            click.echo(f"{key:18s} {status[key]}")
+
+
+@main.command("shell")
+@click.argument("dsn")
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+def shell_command(dsn, timeout) -> None:
+    """Run SQL interactively against a DSN (evedb://host:port,... or a database file)."""
+    from evedb.shell import run_shell
+
+    sys.exit(run_shell(dsn, timeout=timeout, echo=click.echo))
+
+
 if __name__ == "__main__":
     main()

@@ -56,8 +56,9 @@ def connect(
 ) -> Connection:
     """Open a connection.
 
-    database: a file path (embedded: this process runs the engine), or later
-      "evedb://host:port,host:port" for a replicated pair.
+    database: a file path (embedded: this process runs the engine), or
+      "evedb://host:port,host:port" for a replicated pair (`timeout`: seconds to keep
+      retrying a request across failover before OperationalError; default 10).
     workers: worker processes executing in parallel (default: one per core; 1 runs
       everything sequentially inside this process).
     synchronous: SQLite's durability setting, NORMAL (default) or FULL.
@@ -67,7 +68,9 @@ def connect(
     from .storage import StorageOptions
 
     if database.startswith("evedb://"):
-        raise NotSupportedError("network connections (evedb://) are not available in this build yet")
+        from .client import RemoteTransport
+
+        return Connection(RemoteTransport(database, timeout=timeout or 10.0), autocommit=autocommit)
     from .embedded import open_database
     from .procedures import load_modules, registered_modules
 

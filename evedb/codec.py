@@ -164,3 +164,71 @@ def batch_from_plain(plain) -> Batch:
         raise
     except (TypeError, ValueError) as error:
         raise CodecError(f"malformed batch: {error}") from None
+
+
+# --- Peer messages ------------------------------------------------------------------------
+# Each is encoded as [name, field, field, ...]; batches use the batch encoding above, and the
+# few nested tuples are rebuilt on decode, so decode(encode(m)) == m.
+
+from . import messages as _messages  # noqa: E402 - grouped with the code that needs it
+
+_PEER_TYPES = {
+    cls.__name__: cls
+    for cls in (
+        _messages.Hello,
+        _messages.Execute,
+        _messages.TokenReport,
+        _messages.Commit,
+        _messages.Heartbeat,
+        _messages.SyncRequest,
+        _messages.CatchUp,
+        _messages.CaughtUp,
+        _messages.NeedState,
+        _messages.StateRequest,
+        _messages.StateData,
+    )
+}
+
+
+def _freeze(value):
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+def peer_to_plain(message) -> list:
+    name = type(message).__name__
+    if name not in _PEER_TYPES:
+        raise CodecError(f"not a peer message: {name}")
+    if isinstance(message, _messages.Execute):
+        return [name, message.view, batch_to_plain(message.batch), message.attempt, message.sequential]
+    if isinstance(message, _messages.CatchUp):
+        entries = [[batch_to_plain(batch), token] for batch, token in message.entries]
+        return [name, message.view, entries, message.primary_committed_seq]
+    return [name, *(getattr(message, f) for f in message.__dataclass_fields__)]
+
+
+def peer_from_plain(plain):
+    try:
+        name, *values = plain
+        cls = _PEER_TYPES[name]
+    except (TypeError, ValueError, KeyError):
+        raise CodecError("unknown or malformed peer message") from None
+    try:
+        if cls is _messages.Execute:
+            view, batch, attempt, sequential = values
+            return cls(view, batch_from_plain(batch), attempt, sequential)
+        if cls is _messages.CatchUp:
+            view, entries, committed = values
+            return cls(view, tuple((batch_from_plain(b), token) for b, token in entries), committed)
+        fields = list(cls.__dataclass_fields__)
+        if len(values) != len(fields):
+            raise CodecError(f"{name} needs {len(fields)} fields, got {len(values)}")
+        message = cls(*(_freeze(value) for value in values))
+    except CodecError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise CodecError(f"malformed {name}: {error}") from None
+    if not isinstance(getattr(message, "view", None), int):
+        raise CodecError(f"{name}: view must be an integer")
+    return message

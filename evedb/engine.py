@@ -35,7 +35,7 @@ from . import codec, merkle, storage
 from .access import EXCLUSIVE, Access, Catalog, analyze
 from .errors import InternalError, NotSupportedError
 from .executor import InlineExecutor, PlanResult, ProcessExecutor, WorkerDied
-from .messages import Batch, Reply, Request, RequestKind
+from .messages import Batch, Reply, Request, RequestKind, StateData, StateRequest, StatementResult
 from .mixer import mix
 
 
@@ -60,6 +60,8 @@ class EngineStats:
     reexecutions: int = 0
     worker_restarts: int = 0
     full_builds: int = 0
+    state_transfers_served: int = 0
+    state_transfers_installed: int = 0
     # Where the time goes, for benchmarks: executing (everything the workers did, hashing of
     # changed rows included) and the token (row hashing in workers + tree, root, reply hash).
     execute_seconds: float = 0.0
@@ -76,6 +78,21 @@ def _undo_conflict(code, change):
     if code in (apsw.SQLITE_CHANGESET_DATA, apsw.SQLITE_CHANGESET_CONFLICT):
         return apsw.SQLITE_CHANGESET_REPLACE
     return apsw.SQLITE_CHANGESET_OMIT
+
+
+def _perturb(result: PlanResult) -> None:
+    """Make one reply wrong, as a concurrency bug would (the test hook for divergence)."""
+    for position, reply in enumerate(result.replies):
+        if reply.ok and reply.results:
+            first = reply.results[0]
+            rows = tuple(tuple(v + 1 if type(v) is int else v for v in row) for row in first.rows)
+            wrong = StatementResult(first.columns, rows, first.rowcount + 1, first.lastrowid)
+            result.replies[position] = Reply(reply.client_id, reply.request_id, (wrong,) + reply.results[1:])
+            return
+
+
+def _bytes16(value: int) -> bytes:
+    return value.to_bytes(16, "little")
 
 
 def _with_reply_key(access: Access, client_id: str) -> Access:
@@ -122,6 +139,8 @@ class ExecutionEngine:
         self._uncommitted: dict[int, tuple[dict, bool]] = {}
         self._procedure_modules = list(procedure_modules)
         self._executor = self._make_executor(self.workers)
+        # Test hook (forced divergence): the next N parallel executions give a wrong reply.
+        self.perturb_executions = 0
         self._sequential = self._executor if self.workers == 1 else None
 
     def _make_executor(self, workers: int):
@@ -162,6 +181,10 @@ class ExecutionEngine:
 
     def state_root_hex(self) -> str:
         return f"{self.state_root():032x}"
+
+    @staticmethod
+    def token_bytes(outcome: "Outcome") -> bytes:
+        return _bytes16(outcome.token)
 
     # --- planning ---
 
@@ -221,6 +244,9 @@ class ExecutionEngine:
             if sequential:
                 self.stats.reexecutions += 1
             executed = time.perf_counter()
+            if self.perturb_executions and not sequential:
+                self.perturb_executions -= 1
+                _perturb(result)
             outcome = self._finish(batch, result, len(parallel_plan))
             self.stats.execute_seconds += executed - started
             self.stats.token_seconds += result.hash_seconds + (time.perf_counter() - executed)
@@ -267,7 +293,9 @@ class ExecutionEngine:
             for s in [s for s in self._uncommitted if s <= seq]:
                 del self._uncommitted[s]
             self.committed_seq = max(self.committed_seq, seq)
-            if wrote:
+            if wrote or self.options.reply_cache:
+                # The server records every commit (seq numbers must never be reused after a
+                # restart); the embedded database only when something changed.
                 with self._connection:
                     self._connection.execute(
                         f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq <= ?", (seq,), can_cache=False
@@ -309,6 +337,134 @@ class ExecutionEngine:
         # commit() deletes a batch's undo records in the transaction that records it as
         # committed, so every record still present belongs to an uncommitted batch.
         self._undo_from(0)
+
+    # --- reads outside batches (the pair's read path) ---
+
+    def execute_reads(self, requests: Sequence[Request], timestamp_ms: int) -> list[Reply]:
+        """Run read-only requests on the current state, outside any batch (not replicated)."""
+        with self._lock:
+            items = list(enumerate(requests))
+            share = self.sequential_executor._worker.run_share(0, timestamp_ms, 0, items, False)
+            return [reply for _, reply in sorted(share.replies, key=lambda pair: pair[0])]
+
+    # --- state transfer ---
+
+    def state_request(self, view: int) -> StateRequest:
+        """This replica's page hashes, for the primary to send back the pages that differ."""
+        with self._lock:
+            pages = tuple(
+                (table, tuple((page, _bytes16(value)) for page, value in sorted(self.tree.pages(table).items())))
+                for table in self.tree.tables()
+            )
+            return StateRequest(view, self.committed_seq, _bytes16(self.tree.schema_hash), pages)
+
+    def state_data(self, request: StateRequest, view: int, max_rows_per_part: int = 20_000) -> list[StateData]:
+        """The parts of a state transfer answering `request` (call with nothing in flight)."""
+        with self._lock:
+            schema = None
+            theirs: dict[str, dict[int, bytes]] = {table: dict(pages) for table, pages in request.pages}
+            if request.schema_hash != _bytes16(self.tree.schema_hash):
+                schema = tuple(tuple(row) for row in storage.schema_rows(self._connection))
+                theirs = {}  # the backup rebuilds its schema: every page travels
+            wanted: dict[str, list[int]] = {}
+            for table in self.tree.tables():
+                ours = self.tree.pages(table)
+                other = theirs.get(table, {})
+                differing = sorted(
+                    page for page in set(ours) | set(other)
+                    if page not in ours or _bytes16(ours[page]) != other.get(page)
+                )
+                if differing:
+                    wanted[table] = differing
+            for table in theirs:
+                if table not in wanted and table not in self.tree.tables():
+                    wanted[table] = sorted(theirs[table])
+            parts: list[StateData] = []
+            pending: list[tuple[str, int, tuple]] = []
+            pending_rows = 0
+            for table in sorted(wanted):
+                for page, rows in self._page_rows(table, wanted[table]):
+                    pending.append((table, page, rows))
+                    pending_rows += len(rows)
+                    if pending_rows >= max_rows_per_part:
+                        parts.append(StateData(view, self.committed_seq, schema if not parts else None,
+                                               tuple(pending), False, b""))
+                        pending, pending_rows = [], 0
+            parts.append(StateData(view, self.committed_seq, schema if not parts else None, tuple(pending), True,
+                                   _bytes16(self.tree.root())))
+            self.stats.state_transfers_served += 1
+            return parts
+
+    def _page_rows(self, table: str, pages: list[int]):
+        """(page, rows) for each page; rows of a page this replica lacks are empty."""
+        if table not in storage.replicated_tables(self._connection):
+            return [(page, ()) for page in pages]
+        columns, key_columns = storage.table_columns(self._connection, table)
+        key_indexes = sorted(columns.index(name) for name in key_columns)
+        select = f"SELECT {', '.join(map(storage.quote_identifier, columns))} FROM {storage.quote_identifier(table)}"
+        wanted = set(pages)
+        found: dict[int, list[tuple]] = {page: [] for page in pages}
+        # One scan of the table serves every page asked for (range and hash pages alike).
+        for row in self._connection.execute(select, can_cache=False):
+            page = merkle.page_of(tuple(row[i] for i in key_indexes))
+            if page in wanted:
+                found[page].append(tuple(row))
+        return [(page, tuple(found[page])) for page in pages]
+
+    def install_state(self, data: StateData) -> bool:
+        """Install one part of a state transfer; on the final part, returns whether the root
+        now equals the primary's."""
+        with self._lock:
+            with self._connection:
+                if data.schema is not None:
+                    self._replace_schema(data.schema)
+                by_table: dict[str, dict[int, tuple]] = {}
+                for table, page, rows in data.pages:
+                    by_table.setdefault(table, {})[page] = rows
+                for table in sorted(by_table):
+                    self._replace_pages(table, by_table[table])
+                if data.final:
+                    self._connection.execute(f"DELETE FROM {storage.INTERNAL_PREFIX}undo", can_cache=False)
+                    storage.write_meta(self._connection, "committed_seq", data.committed_seq)
+            if not data.final:
+                return False
+            self._uncommitted.clear()
+            self.committed_seq = data.committed_seq
+            self.catalog.refresh()
+            self.full_build()
+            self.stats.state_transfers_installed += 1
+            return _bytes16(self.tree.root()) == data.state_root
+
+    def _replace_schema(self, schema) -> None:
+        for kind, name, _, _ in sorted(storage.schema_rows(self._connection), key=lambda r: r[0] != "trigger"):
+            if kind in ("table", "view", "trigger", "index") and not name.startswith("sqlite_autoindex"):
+                try:
+                    self._connection.execute(f"DROP {kind.upper()} IF EXISTS {storage.quote_identifier(name)}", can_cache=False)
+                except apsw.SQLError:
+                    pass  # an index or trigger went with its table
+        order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
+        for kind, name, _, sql in sorted(schema, key=lambda row: (order.get(row[0], 9), row[1])):
+            if sql:
+                self._connection.execute(sql, can_cache=False)
+        self._connection.execute(f"DELETE FROM {storage.REPLIES_TABLE}", can_cache=False)
+
+    def _replace_pages(self, table: str, pages: dict[int, tuple]) -> None:
+        """Make these pages of `table` hold exactly the given rows (one scan of the table)."""
+        columns, key_columns = storage.table_columns(self._connection, table)
+        if not columns:
+            return
+        key_indexes = sorted(columns.index(name) for name in key_columns)
+        quoted = storage.quote_identifier(table)
+        key_names = [columns[i] for i in key_indexes]
+        where = " AND ".join(f"{storage.quote_identifier(name)} = ?" for name in key_names)
+        select = f"SELECT {', '.join(map(storage.quote_identifier, key_names))} FROM {quoted}"
+        doomed = [tuple(key) for key in self._connection.execute(select, can_cache=False)
+                  if merkle.page_of(tuple(key)) in pages]
+        self._connection.executemany(f"DELETE FROM {quoted} WHERE {where}", doomed, can_cache=False)
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(map(storage.quote_identifier, columns))
+        rows = [row for page in sorted(pages) for row in pages[page]]
+        self._connection.executemany(f"INSERT INTO {quoted}({names}) VALUES ({marks})", rows, can_cache=False)
 
     def close(self) -> None:
         with self._lock:

@@ -196,9 +196,16 @@ def test_connect_refuses_a_database_without_a_file(database):
         evedb.connect(database, workers=1)
 
 
-def test_connect_refuses_network_addresses_in_this_build():
-    with pytest.raises(NotSupportedError):
-        evedb.connect("evedb://localhost:1,localhost:2")
+def test_connect_to_a_network_address_nobody_serves_fails_clearly_at_first_use():
+    connection = evedb.connect("evedb://127.0.0.1:1,127.0.0.1:2", autocommit=True, timeout=0.3)
+    with pytest.raises(OperationalError, match="no evedb node answered"):
+        connection.execute("SELECT 1")
+    connection.close()
+
+
+def test_connect_rejects_a_malformed_dsn():
+    with pytest.raises(InterfaceError, match="HOST:PORT"):
+        evedb.connect("evedb://nocolon")
 
 
 @pytest.mark.parametrize(

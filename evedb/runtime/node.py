@@ -1,0 +1,420 @@
+"""The asyncio node: one listening port for clients and the peer, the protocol core, and the
+execution engine on its own thread.
+
+How it is wired:
+- The core (`evedb.replica.Replica`) is touched only from the event loop.  Every input (a
+  client request, a peer message, a tick, an engine result) is fed to it and its actions are
+  performed at once, in order.
+- Engine work (execute, rollback, commit, reads, state transfer) runs on a single dedicated
+  thread, in the order the core asked for it; results come back to the loop with
+  `call_soon_threadsafe`.  The loop never waits on SQLite, so heartbeats keep flowing while a
+  batch executes.
+- Peer links: each node dials its peer and sends on that link, and receives on the link the
+  peer dialled.  Every peer frame is HMAC-signed with the shared secret.
+- A client's reply is written when the core releases it (after its batch committed); a
+  request that arrives while the same (client, request id) waits joins the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from .. import codec, replica as core, storage
+from ..access import analyze
+from ..engine import ExecutionEngine
+from ..errors import error_info
+from ..messages import Reply, Request, RequestKind
+from .transport import (
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_frame,
+    encode_frame,
+    parse_address,
+    read_frame,
+    read_raw_frame,
+)
+
+log = logging.getLogger("evedb.node")
+
+DEFAULT_CLIENT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class NodeConfig:
+    data_dir: str
+    listen: str
+    peer: str
+    role: str = "primary"
+    secret: bytes | None = None
+    workers: int | None = None
+    synchronous: str = "NORMAL"
+    procedure_modules: tuple[str, ...] = ()
+    rules: object = None
+    max_batch: int = 256
+    # 0: a request is cut into a batch at once when a pipeline slot is free; under load the
+    # pipeline is full and requests gather into larger batches by themselves.
+    batch_delay_ms: int = 0
+    pipeline_depth: int = 4
+    heartbeat_ms: int = 100
+    peer_timeout_ms: int = 1500
+    tick_ms: int = 10
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    client_max_frame_bytes: int = DEFAULT_CLIENT_MAX_FRAME_BYTES
+    # Test hook: the next N parallel executions on this node give one wrong reply (forced
+    # divergence, to show it is caught and repaired).
+    perturb_executions: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.path = os.path.join(config.data_dir, "evedb.db")
+        options = storage.StorageOptions(synchronous=config.synchronous, reply_cache=True)
+        self.engine = ExecutionEngine(
+            self.path,
+            workers=config.workers,
+            options=options,
+            procedure_modules=config.procedure_modules,
+            rules=config.rules,
+        )
+        self.engine.perturb_executions = config.perturb_executions
+        connection = self.engine._connection
+        stored_role = storage.read_meta(connection, "role")
+        view = int(storage.read_meta(connection, "view", 0))
+        role = core.Role(stored_role or config.role)
+        self.core = core.Replica(
+            core.ReplicaConfig(
+                node_id=config.listen,
+                max_batch=config.max_batch,
+                batch_delay_ms=config.batch_delay_ms,
+                pipeline_depth=config.pipeline_depth,
+                heartbeat_ms=config.heartbeat_ms,
+                peer_timeout_ms=config.peer_timeout_ms,
+            ),
+            role=role,
+            view=view,
+            committed_seq=self.engine.committed_seq,
+            now_ms=_now_ms(),
+        )
+        self._engine_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evedb-engine")
+        self._waiting: dict[tuple[str, int], list[asyncio.StreamWriter]] = {}
+        self._peer_writer: asyncio.StreamWriter | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client_connections = 0
+        log.info("node %s starting as %s of view %d at committed seq %d (data %s)",
+                 config.listen, role.value, view, self.engine.committed_seq, self.path)
+
+    # --- lifetime ---
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        host, port = parse_address(self.config.listen)
+        self._server = await asyncio.start_server(self._serve_connection, host, port, limit=1 << 20)
+        self._tasks.append(asyncio.create_task(self._tick_forever()))
+        self._tasks.append(asyncio.create_task(self._dial_peer_forever()))
+
+    async def run_until_stopped(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self._peer_writer is not None:
+            self._peer_writer.close()
+        self._engine_thread.shutdown(wait=True)
+        self.engine.close()
+
+    # --- feeding the core and performing its actions ---
+
+    def _perform(self) -> None:
+        for action in self.core.take_actions():
+            kind = type(action)
+            if kind is core.Send:
+                self._send_peer(action.message)
+            elif kind is core.SendReply:
+                self._deliver(action.reply)
+            elif kind is core.ExecuteBatch:
+                self._on_engine(self._execute, action, callback=self._executed)
+            elif kind is core.RollbackTo:
+                self._on_engine(self.engine.rollback, action.seq)
+            elif kind is core.CommitUpTo:
+                self._on_engine(self.engine.commit, action.seq)
+            elif kind is core.RunReads:
+                self._on_engine(self.engine.execute_reads, action.requests, int(time.time() * 1000),
+                                callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
+            elif kind is core.PersistView:
+                self._on_engine(self._persist_view, action.view, action.role)
+            elif kind is core.RequestState:
+                self._on_engine(self.engine.state_request, self.core.view, callback=self._send_peer)
+            elif kind is core.ServeState:
+                self._on_engine(self.engine.state_data, action.request, self.core.view, callback=self._state_served)
+            elif kind is core.InstallState:
+                self._on_engine(self.engine.install_state, action.data,
+                                callback=lambda ok, data=action.data: self._state_installed(ok, data))
+            elif kind is core.Log:
+                log.info("%s: %s", self.config.listen, action.text)
+
+    def _on_engine(self, function, *args, callback=None) -> None:
+        future = self._engine_thread.submit(function, *args)
+        loop = self._loop
+
+        def done(completed: concurrent.futures.Future) -> None:
+            error = completed.exception()
+            if error is not None:
+                log.error("%s: engine call %s failed: %r", self.config.listen, getattr(function, "__name__", function), error)
+                return
+            if callback is not None:
+                loop.call_soon_threadsafe(self._after_engine, callback, completed.result())
+
+        future.add_done_callback(done)
+
+    def _after_engine(self, callback, result) -> None:
+        callback(result)
+        self._perform()
+
+    def _execute(self, action: core.ExecuteBatch):
+        outcome = self.engine.execute(action.batch, sequential=action.sequential)
+        return action, outcome
+
+    def _executed(self, result) -> None:
+        action, outcome = result
+        self.core.on_executed(action.batch.seq, action.attempt, ExecutionEngine.token_bytes(outcome), tuple(outcome.replies))
+        # A commit may have freed a pipeline slot: let the core cut the next batch now.
+        self.core.tick(_now_ms())
+
+    def _persist_view(self, view: int, role: core.Role) -> None:
+        with self.engine._connection:
+            storage.write_meta(self.engine._connection, "view", view)
+            storage.write_meta(self.engine._connection, "role", role.value)
+
+    def _state_served(self, parts) -> None:
+        for part in parts:
+            self._send_peer(part)
+        self.core.on_state_served(_now_ms())
+
+    def _state_installed(self, ok: bool, data) -> None:
+        if not data.final:
+            return
+        if not ok:
+            log.error("%s: state transfer ended with a root different from the primary's", self.config.listen)
+        self.core.on_state_installed(data.committed_seq, _now_ms())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_ms / 1000)
+            self.core.tick(_now_ms())
+            self._perform()
+
+    # --- the peer ---
+
+    def _send_peer(self, message) -> None:
+        writer = self._peer_writer
+        if writer is None or writer.is_closing():
+            return  # the core retransmits what matters
+        writer.write(encode_frame(["peer", codec.peer_to_plain(message)], self.config.secret))
+
+    async def _dial_peer_forever(self) -> None:
+        host, port = parse_address(self.config.peer)
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            writer.write(encode_frame(["hello", PROTOCOL_VERSION, "peer", self.config.listen], self.config.secret))
+            try:
+                answer = await asyncio.wait_for(read_frame(reader, self.config.max_frame_bytes, self.config.secret), 5)
+            except (asyncio.TimeoutError, FrameError, OSError) as error:
+                log.warning("%s: peer handshake with %s failed: %s", self.config.listen, self.config.peer, error)
+                writer.close()
+                await asyncio.sleep(0.5)
+                continue
+            if not answer or answer[0] != "welcome":
+                log.warning("%s: peer %s refused the link: %s", self.config.listen, self.config.peer, answer)
+                writer.close()
+                await asyncio.sleep(0.5)
+                continue
+            self._peer_writer = writer
+            log.info("%s: linked to peer %s", self.config.listen, self.config.peer)
+            self.core.on_peer_connected(_now_ms())
+            self._perform()
+            try:
+                # The dialled link only sends; reading it just notices when it closes.
+                while await reader.read(1 << 16):
+                    pass
+            except OSError:
+                pass
+            self._peer_writer = None
+            writer.close()
+            log.info("%s: link to peer %s closed", self.config.listen, self.config.peer)
+            await asyncio.sleep(0.1)
+
+    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            frame = await read_frame(reader, self.config.max_frame_bytes, self.config.secret)
+            if frame is None:
+                return
+            if not isinstance(frame, list) or len(frame) != 2 or frame[0] != "peer":
+                raise FrameError("peer frames must be ['peer', message]")
+            try:
+                message = codec.peer_from_plain(frame[1])
+            except codec.CodecError as error:
+                raise FrameError(f"bad peer message: {error}") from None
+            self.core.on_peer_message(message, _now_ms())
+            self._perform()
+
+    # --- clients ---
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        kind = None
+        try:
+            # The peer signs even its hello; clients do not.  Try the client form first only
+            # if the frame decodes as msgpack without a MAC.
+            hello = await asyncio.wait_for(self._read_hello(reader), 10)
+            if hello is None:
+                return
+            kind = hello[2]
+            if kind == "peer":
+                writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen], self.config.secret))
+                await self._serve_peer(reader, writer)
+            else:
+                writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen, self.core.role.value]))
+                self.client_connections += 1
+                try:
+                    await self._serve_client(reader, writer)
+                finally:
+                    self.client_connections -= 1
+        except FrameError as error:
+            log.warning("%s: closing a %s connection: %s", self.config.listen, kind or "new", error)
+            if kind != "peer":
+                try:
+                    writer.write(encode_frame(["error", "InterfaceError", str(error)]))
+                except Exception:
+                    pass
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the node is shutting down
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _read_hello(self, reader: asyncio.StreamReader):
+        """The first frame: a client's plain hello, or the peer's signed one."""
+        data = await read_raw_frame(reader, self.config.max_frame_bytes)
+        if data is None:
+            return None
+        hello = None
+        if self.config.secret is not None:
+            try:
+                hello = decode_frame(data, self.config.secret)
+            except FrameError:
+                hello = None
+            if hello is not None and not (isinstance(hello, list) and len(hello) == 4 and hello[2] == "peer"):
+                hello = None
+        if hello is None:
+            hello = decode_frame(data, None)
+            if isinstance(hello, list) and len(hello) == 4 and hello[2] == "peer" and self.config.secret is not None:
+                raise FrameError("peer hello without a valid MAC: wrong or missing --secret-file")
+        if not (isinstance(hello, list) and len(hello) == 4 and hello[0] == "hello" and hello[2] in ("client", "admin", "peer")):
+            raise FrameError("the first frame must be a hello")
+        if hello[1] != PROTOCOL_VERSION:
+            raise FrameError(f"protocol version {hello[1]} is not supported (this node speaks {PROTOCOL_VERSION})")
+        return hello
+
+    async def _serve_client(self, reader, writer) -> None:
+        while True:
+            frame = await read_frame(reader, self.config.client_max_frame_bytes)
+            if frame is None:
+                return
+            if not isinstance(frame, list) or not frame:
+                raise FrameError("client frames must be non-empty lists")
+            if frame[0] == "request" and len(frame) == 2:
+                try:
+                    request = codec.request_from_plain(frame[1])
+                except codec.CodecError as error:
+                    writer.write(encode_frame(["error", "InterfaceError", str(error)]))
+                    continue
+                self._on_client_request(request, writer)
+            elif frame[0] == "status":
+                # The root is read on the engine thread, after whatever it is doing now.
+                root = await asyncio.wrap_future(self._engine_thread.submit(self.engine.state_root_hex))
+                writer.write(encode_frame(["status", self.status(root)]))
+            else:
+                writer.write(encode_frame(["error", "InterfaceError", f"unknown message type {frame[0]!r}"]))
+
+    def _on_client_request(self, request: Request, writer) -> None:
+        if self.core.role is not core.Role.PRIMARY:
+            reply = core.not_primary_reply(request, self.config.peer)
+            writer.write(encode_frame(["reply", codec.reply_to_plain(reply)]))
+            return
+        try:
+            read_only = self._read_only(request)
+        except Exception as error:  # analysis never crashes the node
+            writer.write(encode_frame(["reply", codec.reply_to_plain(Reply(request.client_id, request.request_id, (), error_info(error)))]))
+            return
+        self._waiting.setdefault((request.client_id, request.request_id), []).append(writer)
+        self.core.on_client_request(request, read_only, _now_ms())
+        self._perform()
+
+    def _read_only(self, request: Request) -> bool:
+        if request.kind is RequestKind.PROCEDURE:
+            rules = self.config.rules
+            return bool(rules is not None and rules.access(request.procedure or "", request.args).read_only)
+        return all(analyze(statement.sql).read_only for statement in request.statements)
+
+    def _deliver(self, reply: Reply) -> None:
+        frame = None
+        for writer in self._waiting.pop((reply.client_id, reply.request_id), []):
+            if writer.is_closing():
+                continue
+            frame = frame or encode_frame(["reply", codec.reply_to_plain(reply)])
+            writer.write(frame)
+
+    # --- status ---
+
+    def status(self, state_root: str) -> dict:
+        state = self.core.status()
+        stats = self.engine.stats.as_dict()
+        return {
+            "node": self.config.listen,
+            "role": state["role"],
+            "view": state["view"],
+            "committed_seq": state["committed_seq"],
+            "state_root": state_root,
+            "peer": self.config.peer,
+            "peer_state": state["peer"],
+            "batches": stats["batches"],
+            "parallel_batches": stats["parallel_batches"],
+            "rollbacks": stats["rollbacks"],
+            "reexecutions": stats["reexecutions"],
+            "divergences": state["divergences"],
+            "state_transfers": state["state_transfers"] + stats["state_transfers_served"],
+            "view_changes": state["view_changes"],
+            "workers": self.engine.workers,
+            "clients": self.client_connections,
+        }
