@@ -39,14 +39,14 @@ def mix_command(sql, params, schema_file, database, as_json) -> None:
 
 
 @main.command("demo")
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--seconds", type=float, default=5.0, show_default=True)
+@click.option("--workers", type=int, default=None, help="Worker processes per node (default: one per core).")
+@click.option("--seconds", type=float, default=10.0, show_default=True)
 @click.option("--clients", type=int, default=4, show_default=True)
 def demo_command(workers, seconds, clients) -> None:
-    """Run a small bank workload on an embedded database in a temporary directory."""
-    from evedb.demo import run_embedded_demo
+    """Start a local primary-backup pair, run a bank workload through it, print the report."""
+    from evedb.demo import run_pair_demo
 
-    sys.exit(run_embedded_demo(workers=workers, seconds=seconds, clients=clients, echo=click.echo))
+    sys.exit(run_pair_demo(workers=workers, seconds=seconds, clients=clients, echo=click.echo))
 
 
 @main.command("serve")

@@ -42,10 +42,11 @@ def test_mix_explain_rejects_bad_params_json():
 
 def test_demo_runs_real_work_and_exits_zero():
     completed = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--seconds", "1.5", "--workers", "2", "--clients", "3"],
+        [sys.executable, "-m", "cli.main", "demo", "--seconds", "2", "--workers", "1", "--clients", "3"],
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr + completed.stdout
-    assert "total balance:    100000 (intact)" in completed.stdout
+    assert "total balance:      100000 (intact)" in completed.stdout
+    assert "roots equal:        yes" in completed.stdout
     transfers = int(next(line for line in completed.stdout.splitlines() if line.startswith("transfers:")).split()[1])
     assert transfers > 0

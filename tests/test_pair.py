@@ -288,3 +288,24 @@ def test_no_node_answering_raises_operational_error():
     connection = evedb.connect(f"evedb://127.0.0.1:{port}", autocommit=True, timeout=0.5)
     with pytest.raises(evedb.OperationalError, match="no evedb node answered"):
         connection.execute("SELECT 1")
+
+
+def test_a_retried_request_gets_the_original_reply_and_runs_once(pair):
+    from evedb import codec
+    from evedb.messages import Request
+
+    setup_bank(pair.dsn)
+    address = pair.address("primary")
+    request = Request.statement("retry-client", 1, "UPDATE account SET balance = balance - 5 WHERE id = 1 RETURNING balance")
+    answers = []
+    for _ in range(3):  # the same (client id, request id) three times, on fresh connections
+        sock = raw_connection(address)
+        client_hello(sock)
+        sock.sendall(encode_frame(["request", codec.request_to_plain(request)]))
+        answers.append(read_frame_blocking(sock, 1 << 20))
+        sock.close()
+    assert answers[0] == answers[1] == answers[2]
+    assert codec.reply_from_plain(answers[0][1]).results[0].rows == ((INITIAL - 5,),)
+    connection = evedb.connect(pair.dsn, autocommit=True, timeout=20)
+    assert connection.execute("SELECT balance FROM account WHERE id = 1").fetchall() == [(INITIAL - 5,)]
+    connection.close()
