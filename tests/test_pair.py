@@ -309,3 +309,25 @@ def test_a_retried_request_gets_the_original_reply_and_runs_once(pair):
     connection = evedb.connect(pair.dsn, autocommit=True, timeout=20)
     assert connection.execute("SELECT balance FROM account WHERE id = 1").fetchall() == [(INITIAL - 5,)]
     connection.close()
+
+
+def test_a_node_with_an_empty_data_directory_joins_by_state_transfer(pair):
+    import shutil
+
+    setup_bank(pair.dsn)
+    stop, clients = run_clients(pair.dsn, 2)
+    wait_for(lambda: acknowledged_count(clients) >= 40, 60, "some transfers")
+    stop.set()
+    for client in clients:
+        client.join(30)
+    # Restart the primary (its in-memory log of batches is gone) and give the backup nothing.
+    pair.stop()
+    shutil.rmtree(os.path.join(pair.data_dir, "backup"))
+    pair.start("primary")
+    pair.start("backup")
+    wait_for(lambda: node_status(pair.address("backup"))["peer_state"] == "synced" and roots_equal(pair), 60,
+             "empty backup in sync")
+    backup = node_status(pair.address("backup"))
+    assert backup["state_transfers"] >= 1  # it took the state, not a replay of a log
+    wait_for(lambda: roots_equal(pair), 20, "equal roots after the transfer")
+    check_bank(pair.dsn, clients)

@@ -95,11 +95,14 @@ class FakeStore:
 
     # --- execution ---
 
-    def execute(self, batch: Batch, *, corrupt: tuple[int, int] | None = None) -> tuple[bytes, tuple[Reply, ...], bool]:
+    def execute(self, batch: Batch, *, corrupt: tuple[int, int] | None = None,
+                applied: list | None = None) -> tuple[bytes, tuple[Reply, ...], bool]:
         """Run every request of the batch in order; returns (token, replies, corrupted).
 
         corrupt = (position, offset): the first write at or after `position` that really runs
-        adds `offset` too much, as a wrongly mixed parallel execution might.
+        adds `offset` too much, as a wrongly mixed parallel execution might.  `applied`, if
+        given, receives the (client_id, request_id) of each request that really ran (not
+        answered from the reply cache).
         """
         undo: dict = {}
         replies = []
@@ -110,6 +113,8 @@ class FakeStore:
                 extra = corrupt[1]
             reply, ran = self._run_write(request, undo, extra)
             corrupted |= ran and extra != 0
+            if ran and applied is not None:
+                applied.append((request.client_id, request.request_id))
             replies.append(reply)
         self._undo.append((batch.seq, undo))
         replies = tuple(replies)
