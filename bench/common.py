@@ -250,6 +250,20 @@ class CpuControl:
             process.join(timeout=5)
 
 
+def control_readings(count: int = 3) -> list[float]:
+    """A few `CpuControl` readings: how many cores were free around a single-core benchmark."""
+    control = CpuControl()
+    try:
+        return [control.measure() for _ in range(count)]
+    finally:
+        control.close()
+
+
+def control_line(readings: Sequence[float]) -> str:
+    values = ", ".join(f"{value:.2f}" for value in readings)
+    return f"CPU control, 2 processes vs 1 (2.0 = two free cores): {values}"
+
+
 # --------------------------------------------------------------------------- databases
 
 

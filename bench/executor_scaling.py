@@ -20,8 +20,8 @@ round see nearly the same machine.  The control (`common.CpuControl`: a pure-Pyt
 over rounds of requests/s and their ratio; the median of per-round ratios (robust to drift
 on a shared host), also restricted to rounds whose control showed two free cores; for
 `read_mix` the best speedup the executor's split of reads between the two workers allows
-(per-request costs on a plain connection, each parallel batch as long as its most loaded
-worker); and the state roots of both engines at the end, which must be equal.
+(per-request costs through evedb's `Worker.run_statement`, each parallel batch as long as its
+most loaded worker); and the state roots of both engines at the end, which must be equal.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from evedb import storage
 from evedb.engine import ExecutionEngine
-from evedb.executor import split_shares
+from evedb.executor import Worker, split_shares
 
 from . import common
 
@@ -56,19 +56,21 @@ WARM_ROUNDS = 4
 
 
 def split_limited_speedup(path, batches, engine) -> float:
-    """The best 2-worker speedup the executor's split allows, from per-request costs.
+    """The best 2-worker speedup the executor's split of a batch allows, from per-request costs.
 
-    Each request is timed alone on a plain connection (reads only); a parallel batch then
+    Each request is timed alone through an in-process evedb `Worker.run_statement` (what a
+    worker runs for it, without the share's transaction and transport); a parallel batch then
     takes as long as its most loaded worker.  Median over batches of sum / critical path.
+    Read-only workloads only.
     """
-    connection = storage.open_connection(str(path))
+    worker = Worker(str(path), storage.StorageOptions())
     ratios = []
     for batch in batches:
         costs = []
         for request in batch.requests:
             statement = request.statements[0]
             started = time.perf_counter()
-            connection.execute(statement.sql, statement.params).fetchall()
+            worker.run_statement(statement.sql, statement.params)
             costs.append(time.perf_counter() - started)
         plan, writes = engine.plan(batch)
         critical = sum(
@@ -76,7 +78,7 @@ def split_limited_speedup(path, batches, engine) -> float:
             for group in plan
         )
         ratios.append(sum(costs) / critical)
-    connection.close()
+    worker.close()
     return common.median(ratios)
 
 
@@ -140,8 +142,12 @@ def measure(workload: Workload, golden, directory, rounds: int, seed: int,
 
 
 def main(argv=None) -> int:
-    arguments = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    rounds = 16 if arguments.quick else 80
+    arguments = common.parser(__doc__.split("\n")[0])
+    arguments.add_argument("--only", choices=[w.name for w in WORKLOADS], action="append",
+                           help="run only this workload (repeatable)")
+    arguments.add_argument("--rounds", type=int, help="rounds per workload (default 80, 16 with --quick)")
+    arguments = arguments.parse_args(argv)
+    rounds = arguments.rounds or (16 if arguments.quick else 80)
     scale = common.TpcwScale()
     results = []
     with common.scratch_directory() as directory:
@@ -152,6 +158,8 @@ def main(argv=None) -> int:
         control = common.CpuControl()
         try:
             for workload in WORKLOADS:
+                if arguments.only and workload.name not in arguments.only:
+                    continue
                 results.append(measure(workload, golden, directory, rounds, arguments.seed, scale, control))
         finally:
             control.close()

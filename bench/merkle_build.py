@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     sizes = {"customer": 100_000, "narrow": 200_000 if arguments.quick else 1_000_000}
     rounds = 3 if arguments.quick else 7
     engines = {}
+    controls = common.control_readings()
     with common.scratch_directory() as directory:
         common.progress("populating ...")
         common.populate_customer(directory / "customer.db", sizes["customer"], arguments.seed)
@@ -60,7 +61,9 @@ def main(argv=None) -> int:
     ))
     if profile:
         print(profile)
-    common.write_json("merkle_build", {"rounds": rounds, "results": summary, "profile": profile})
+    controls += common.control_readings()
+    print(common.control_line(controls))
+    common.write_json("merkle_build", {"control": controls, "rounds": rounds, "results": summary, "profile": profile})
     return 0
 
 

@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     rounds = 5 if arguments.quick else 15
     round_seconds = (arguments.round_ms or (40 if arguments.quick else 100)) / 1000
     results = {}
+    controls = common.control_readings()
     with common.scratch_directory() as directory:
         golden = directory / "golden.db"
         common.populate_small(golden, arguments.seed)
@@ -160,8 +161,10 @@ def main(argv=None) -> int:
     ))
     if profile:
         print(profile)
-    common.write_json("path_overhead", {"rounds": rounds, "round_seconds": round_seconds, "results": results,
-                                        "profile": profile})
+    controls += common.control_readings()
+    print(common.control_line(controls))
+    common.write_json("path_overhead", {"control": controls, "rounds": rounds, "round_seconds": round_seconds,
+                                        "results": results, "profile": profile})
     return 0
 
 

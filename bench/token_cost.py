@@ -131,10 +131,12 @@ class Side:
             self.rounds.append({"execute_s": execute, "token_s": token, "hash_s": hashing, "changed_rows": rows})
         return token / execute
 
-    def summary(self) -> dict:
+    def summary(self, batches: int) -> dict:
         totals = {key: sum(r[key] for r in self.rounds) for key in ("execute_s", "token_s", "hash_s", "changed_rows")}
         rows = totals["changed_rows"]
         return {
+            "execute_ms_per_batch": totals["execute_s"] / batches * 1e3,
+            "token_ms_per_batch": totals["token_s"] / batches * 1e3,
             "median_token_share": common.median([r["token_s"] / r["execute_s"] for r in self.rounds]),
             "total_token_share": totals["token_s"] / totals["execute_s"],
             "worker_hash_share": totals["hash_s"] / totals["execute_s"],
@@ -163,7 +165,7 @@ def measure(name: str, golden, directory, rounds: int, seed: int, scale: common.
         queues = {label: iter(chunks[WARM_ROUNDS:]) for label in sides}
         common.interleave(rounds, {label: (lambda l=label: sides[l].run(next(queues[l]))) for label in sides},
                           label=name, reports=3)
-        summaries = {label: side.summary() for label, side in sides.items()}
+        summaries = {label: side.summary(rounds * per_round) for label, side in sides.items()}
     finally:
         for side in sides.values():
             side.close()
@@ -172,36 +174,57 @@ def measure(name: str, golden, directory, rounds: int, seed: int, scale: common.
             "roots_equal": len(roots) == 1}
 
 
+def profile_inline(golden, directory, seed: int, scale: common.TpcwScale, batches: int = 12) -> str:
+    """cProfile's top costs of write_b256 batches on an inline engine (workers=1)."""
+    factory, size, _ = WORKLOADS["write_b256"]
+    work = common.make_batches(factory(scale), batches + 2, size, seed, scale)
+    engine = ExecutionEngine(str(common.copy_database(golden, directory / "profile.db")), workers=1)
+    try:
+        common.run_batches(engine, work[:2])
+        return common.profile_top(lambda: common.run_batches(engine, work[2:]), limit=25)
+    finally:
+        engine.close()
+
+
 def _percent(value) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def main(argv=None) -> int:
-    arguments = common.parser(__doc__.split("\n")[0]).parse_args(argv)
+    arguments = common.parser(__doc__.split("\n")[0])
+    arguments.add_argument("--profile", action="store_true", help="also profile write_b256 on an inline engine")
+    arguments = arguments.parse_args(argv)
     rounds = 8 if arguments.quick else 30
     scale = common.TpcwScale()
     results = {}
+    controls = common.control_readings()
     with common.scratch_directory() as directory:
         golden = directory / "golden.db"
         common.progress("populating TPC-W-like tables and kv ...")
         common.populate_tpcw(golden, arguments.seed, scale)
         for name in WORKLOADS:
             results[name] = measure(name, golden, directory, rounds, arguments.seed, scale)
+        profile = profile_inline(golden, directory, arguments.seed, scale) if arguments.profile else None
     rows = []
     for name, result in results.items():
         for label, s in result["sides"].items():
             per_row = s["hash_us_per_changed_row"]
-            rows.append((name, label, _percent(s["median_token_share"]), _percent(s["total_token_share"]),
+            rows.append((name, label, s["execute_ms_per_batch"], s["token_ms_per_batch"],
+                         _percent(s["median_token_share"]), _percent(s["total_token_share"]),
                          _percent(s["worker_hash_share"]), _percent(s["coordinator_share"]),
                          "-" if per_row is None else f"{per_row:.1f}",
                          s["changed_rows"], s["mixer_rounds_per_batch"], "yes" if s["total_token_share"] <= 0.10 else "NO",
                          "equal" if result["roots_equal"] else "DIFFERENT"))
     print(common.format_table(
-        ("workload", "engine", "token share (median)", "token share (total)", "worker hashing",
+        ("workload", "engine", "execute ms/batch", "token ms/batch", "token share (median)", "token share (total)", "worker hashing",
          "coordinator tree+root+replies", "hash µs/changed row", "changed rows", "mixer rounds/batch", "<= 10%", "state roots"),
         rows,
     ))
-    common.write_json("token_cost", {"results": results})
+    if profile:
+        print(profile)
+    controls += common.control_readings()
+    print(common.control_line(controls))
+    common.write_json("token_cost", {"control": controls, "results": results, "profile": profile})
     return 0 if all(r["roots_equal"] for r in results.values()) else 1
 
 

@@ -6,7 +6,6 @@ every acknowledged transfer recorded once, both nodes at the same state root."""
 from __future__ import annotations
 
 import random
-import socket
 import tempfile
 import threading
 import time
@@ -14,21 +13,6 @@ from pathlib import Path
 
 ACCOUNTS = 1000
 INITIAL_BALANCE = 100
-
-
-def _free_port_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports on loopback")
 
 
 def _bank_client(dsn: str, number: int, deadline: float, counts: dict, lock: threading.Lock, problems: list):
@@ -61,10 +45,10 @@ def run_pair_demo(*, workers: int | None, seconds: float, clients: int, echo) ->
     """Run the demo; `echo` prints like click.echo (it takes nl=).  Returns the exit code."""
     import evedb
     from evedb.client import node_status
-    from evedb.runtime.launch import Pair
+    from evedb.runtime.launch import Pair, free_port_pair
 
     with tempfile.TemporaryDirectory(prefix="evedb-demo-") as directory:
-        pair = Pair(str(Path(directory) / "pair"), _free_port_pair(), workers=workers)
+        pair = Pair(str(Path(directory) / "pair"), free_port_pair(), workers=workers)
         echo(f"evedb demo: starting a primary-backup pair on {pair.dsn} (data in {directory})")
         with pair:
             pair.wait_ready(60)

@@ -72,6 +72,7 @@ class Worker:
         self.connection, self.authorizer, self.entropy = storage.open_client_connection(path, options)
         self.reply_cache = options.reply_cache
         self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._rowid_alias: dict[str, bool] = {}
         self._shape_version = -1
 
     def close(self) -> None:
@@ -274,16 +275,31 @@ class Worker:
             rowcount = len(rows) if columns else -1
         lastrowid = None
         if changed and (keyword in _INSERT_KEYWORDS or keyword == "with"):
-            lastrowid = self.connection.last_insert_rowid()
+            target = storage.insert_target(sql)
+            if target is not None and self._rowid_is_key(target):
+                lastrowid = self.connection.last_insert_rowid()
         return StatementResult(columns, rows, rowcount, lastrowid)
+
+    def _rowid_is_key(self, table: str) -> bool:
+        self._refresh_shapes()
+        known = self._rowid_alias.get(table)
+        if known is None:
+            with self.authorizer.internal():
+                known = self._rowid_alias[table] = storage.is_rowid_alias_table(self.connection, table)
+        return known
+
+    def _refresh_shapes(self) -> None:
+        with self.authorizer.internal():
+            version = storage.schema_version(self.connection)
+        if version != self._shape_version:
+            self._table_shapes.clear()
+            self._rowid_alias.clear()
+            self._shape_version = version
 
     # --- changes to Merkle deltas ---
 
     def _table_shape(self, table: str):
-        version = storage.schema_version(self.connection)
-        if version != self._shape_version:
-            self._table_shapes.clear()
-            self._shape_version = version
+        self._refresh_shapes()
         shape = self._table_shapes.get(table)
         if shape is None:
             columns, key_columns = storage.table_columns(self.connection, table)

@@ -385,6 +385,8 @@ class Replica:
             self._log_line(f"backup at seq {backup_committed}, primary at {self.committed_seq}: catching it up")
         self.peer = PeerState.CATCHING_UP
         self._send_catch_up(backup_committed)
+        # Batches waiting for the backup's token will not get it: decide them alone.
+        self._try_commit()
 
     def _send_catch_up(self, backup_committed: int) -> None:
         first_logged = min(self._log) if self._log else self.committed_seq + 1
@@ -436,6 +438,7 @@ class Replica:
             return
         self.peer = PeerState.CATCHING_UP
         self._pending_state_request = message  # served once nothing is in flight
+        self._try_commit()  # nothing waits for this backup's token any more
 
     # Backup-side handlers.
 
@@ -552,8 +555,8 @@ class Replica:
             )
             if verdict is Verdict.WAIT:
                 return
-            if verdict is Verdict.DIVERGE:
-                self._diverged(seq)
+            if verdict is Verdict.DIVERGE or verdict is Verdict.REEXECUTE:
+                self._reexecute_from(seq, diverged=verdict is Verdict.DIVERGE)
                 return
             if verdict is Verdict.TAKE_PRIMARY:
                 self._log_line(f"batch {seq}: tokens differ after sequential re-execution: backup takes the primary's state")
@@ -577,9 +580,12 @@ class Replica:
         self._release_reads()
         self._finish_sync_if_ready()
 
-    def _diverged(self, seq: int) -> None:
-        self.stats.divergences += 1
-        self._log_line(f"batch {seq}: tokens differ: rolling back and re-executing sequentially")
+    def _reexecute_from(self, seq: int, diverged: bool) -> None:
+        if diverged:
+            self.stats.divergences += 1
+            self._log_line(f"batch {seq}: tokens differ: rolling back and re-executing sequentially")
+        else:
+            self._log_line(f"batch {seq}: ran in parallel and the backup cannot verify it: re-executing sequentially")
         self._actions.append(RollbackTo(seq))
         attempt = max(entry.attempt for entry in self._in_flight.values()) + 1
         for later in sorted(s for s in self._in_flight if s >= seq):
@@ -609,7 +615,8 @@ class Replica:
             batch = self._batcher.poll(now_ms)
             if batch is None:
                 break
-            entry = self._in_flight[batch.seq] = _InFlight(batch)
+            # Alone, a batch runs sequentially: nobody could check a parallel run.
+            entry = self._in_flight[batch.seq] = _InFlight(batch, sequential=self.peer is not PeerState.SYNCED)
             self._dispatch(entry, now_ms)
         if self._pending_reads:
             read_id = self._next_read_id

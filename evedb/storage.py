@@ -24,6 +24,7 @@ Rules kept:
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 import threading
@@ -305,6 +306,29 @@ def first_keyword(sql: str) -> str:
     return match.group(0).lower() if match else ""
 
 
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_$]*)'
+_INSERT_TARGET = re.compile(
+    rf"(?:insert(?:\s+or\s+[a-z]+)?|replace)\s+into\s+({_IDENTIFIER})(?:\s*\.\s*({_IDENTIFIER}))?", re.I
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def insert_target(sql: str) -> str | None:
+    """The table an INSERT/REPLACE statement writes, or None (not found, or WITH ... INSERT).
+
+    Read from the text, not from the authorizer: apsw's statement cache skips the authorizer
+    when it reuses a prepared statement, so prepare-time observations are not per execution.
+    """
+    position = _LEADING_NOISE.match(sql).end()
+    match = _INSERT_TARGET.match(sql, position)
+    if match is None:
+        return None
+    name = match.group(2) or match.group(1)
+    if name[0] in "\"`[":
+        name = name[1:-1].replace('""', '"')
+    return name
+
+
 def refusal_for_keyword(sql: str) -> tuple[type, str] | None:
     return _REFUSED_KEYWORDS.get(first_keyword(sql))
 
@@ -351,6 +375,20 @@ def table_columns(connection: apsw.Connection, table: str) -> tuple[list[str], l
     columns = [row[1] for row in rows]
     keyed = sorted((row[5], row[1]) for row in rows if row[5])
     return columns, [name for _, name in keyed]
+
+
+def is_rowid_alias_table(connection: apsw.Connection, table: str) -> bool:
+    """Whether the table's primary key is its rowid (a single INTEGER PRIMARY KEY column).
+
+    Only then is a rowid logical state; any other table's hidden rowid is allocated by each
+    replica on its own and must never reach a reply.
+    """
+    rows = connection.execute(f"PRAGMA table_info({quote_identifier(table)})", can_cache=False).fetchall()
+    keyed = [row for row in rows if row[5]]
+    if len(keyed) != 1 or (keyed[0][2] or "").upper() != "INTEGER":
+        return False
+    listed = connection.execute(f"PRAGMA table_list({quote_identifier(table)})", can_cache=False).fetchall()
+    return not (listed and listed[0][4])  # column 4: WITHOUT ROWID
 
 
 def tables_without_primary_key(connection: apsw.Connection) -> list[str]:

@@ -14,6 +14,9 @@ class Verdict(enum.Enum):
     WAIT = "wait"  # a token the policy needs is missing
     AGREE = "agree"  # commit, release replies
     DIVERGE = "diverge"  # roll back and re-execute sequentially
+    # Alone, nothing checks a parallel execution, and the mixer is only a hint: roll back and
+    # re-execute sequentially (no divergence was seen; the sequential result is final).
+    REEXECUTE = "reexecute"
     TAKE_PRIMARY = "take_primary"  # still different after sequential re-execution: primary wins
 
 
@@ -22,7 +25,8 @@ class PrimaryBackupVerification:
         if local is None:
             return Verdict.WAIT
         if not backup_synced:
-            return Verdict.AGREE  # alone: the primary's own execution is final
+            # Alone: only a sequential execution is final without a second opinion.
+            return Verdict.AGREE if sequential else Verdict.REEXECUTE
         if remote is None:
             return Verdict.WAIT
         if local == remote:

@@ -298,3 +298,34 @@ def test_dead_worker_is_replaced_and_its_batch_rerun(tmp_path):
         assert again.replies[0].results[0].rows == ((50,),)
     finally:
         engine.close()
+
+
+def test_state_transfer_then_same_batch_gives_same_token(tmp_path):
+    """After a transfer the replicas hold the same logical state, though SQLite's hidden rowids
+    of a table keyed by TEXT differ (rows arrived in another order); the next batch must give
+    equal tokens: no hidden rowid may reach a reply (lastrowid) or the root."""
+    engines = []
+    for name in ("source", "target"):
+        path = str(tmp_path / f"{name}.db")
+        make_database(path)
+        engines.append(ExecutionEngine(path, workers=1, options=storage.StorageOptions(reply_cache=True)))
+    source, target = engines
+    try:
+        # Different histories: the target inserted and deleted notes the source never had.
+        target.execute(to_batch(1, [[("INSERT INTO note VALUES ('tmp1', 'x')", ())], [("INSERT INTO note VALUES ('tmp2', 'x')", ())]]))
+        target.commit(1)
+        target.execute(to_batch(2, [[("DELETE FROM note WHERE code LIKE 'tmp%'", ())]]))
+        target.commit(2)
+        for seq in range(1, 4):
+            source.execute(to_batch(seq, [[(f"INSERT INTO note VALUES ('s{seq}', 'y')", ())],
+                                          [("UPDATE acct SET balance = balance + 1 WHERE id = ?", (seq,))]]))
+            source.commit(seq)
+        for part in source.state_data(target.state_request(0), 0):
+            installed = target.install_state(part)
+        assert installed and target.state_root() == source.state_root() and target.committed_seq == 3
+        batch = to_batch(4, [[("INSERT INTO note VALUES ('next', 'z')", ())], [("INSERT INTO acct(balance) VALUES (5)", ())]])
+        tokens = [engine.execute(batch).token for engine in engines]
+        assert tokens[0] == tokens[1]
+    finally:
+        for engine in engines:
+            engine.close()

@@ -20,33 +20,16 @@ import pytest
 
 import evedb
 from evedb.client import node_status
-from evedb.runtime.launch import Pair
+from evedb.runtime.launch import Pair, free_port_pair
 from evedb.runtime.transport import PROTOCOL_VERSION, encode_frame, read_frame_blocking
 
 ACCOUNTS = 20
 INITIAL = 1000
 
 
-def free_port() -> int:
-    # Two consecutive free ports for the pair.
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 60000:
-            try:
-                with socket.socket() as a, socket.socket() as b:
-                    a.bind(("127.0.0.1", port))
-                    b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture
 def pair(tmp_path):
-    started = Pair(str(tmp_path / "pair"), free_port(), workers=1, extra_args=("--peer-timeout-ms", "700"))
+    started = Pair(str(tmp_path / "pair"), free_port_pair(), workers=1, extra_args=("--peer-timeout-ms", "700"))
     started.start_all()
     try:
         started.wait_ready(60)
@@ -189,7 +172,7 @@ def test_kill_primary_mid_load_backup_takes_over_and_old_primary_rejoins(pair):
 
 
 def test_forced_divergence_is_repaired_and_clients_see_only_correct_replies(tmp_path):
-    started = Pair(str(tmp_path / "pair"), free_port(), workers=1, extra_args=("--peer-timeout-ms", "700"))
+    started = Pair(str(tmp_path / "pair"), free_port_pair(), workers=1, extra_args=("--peer-timeout-ms", "700"))
     started.start("primary", ("--test-perturb", "3"))
     started.start("backup")
     try:

@@ -13,6 +13,26 @@ import time
 from .node import Node, NodeConfig
 
 
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port P such that P and P + 1 are both free on `host` right now (for a local pair)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind((host, port))
+                second.bind((host, port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError(f"no two consecutive free ports on {host}")
+
+
 def serve(config: NodeConfig) -> None:
     """Run one node until SIGINT or SIGTERM."""
 

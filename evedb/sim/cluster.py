@@ -53,6 +53,7 @@ class SimConfig:
     crashes: tuple[tuple[int, str, int], ...] | None = None  # (at_ms, node, down_ms)
     forced_divergence: tuple[tuple[str, int], ...] = ()  # (node, seq): that parallel execution goes wrong
     max_events: int = 3_000_000
+    trace_messages: bool = False  # note every peer message delivered (verbose debugging)
 
 
 @dataclass
@@ -201,6 +202,8 @@ class Cluster:
 
     def _deliver_peer(self, sender: SimNode, receiver: SimNode, lives, message) -> None:
         if (sender.life, receiver.life) == lives:
+            if self.config.trace_messages:
+                self.history.note(self.now_ms, receiver.node_id, f"<- {_brief(message)}")
             receiver.peer_message(message)
 
     def send_client(self, sender: SimNode, reply) -> None:
@@ -292,6 +295,23 @@ class Cluster:
         if not primaries:
             return None
         return max(primaries, key=lambda node: (node.replica.view, node.node_id))
+
+
+def _brief(message) -> str:
+    """A peer message in one short line (batches by seq and size only)."""
+    fields = []
+    for name in message.__slots__:
+        value = getattr(message, name)
+        if name == "batch":
+            value = f"<seq {value.seq} view {value.view} x{len(value.requests)}>"
+        elif name == "entries":
+            value = f"<{len(value)} entries {value[0][0].seq}..{value[-1][0].seq}>" if value else "<>"
+        elif name in ("token", "schema_hash", "state_root"):
+            value = value.hex()[:8]
+        elif name == "pages":
+            value = f"<{len(value)} pages>"
+        fields.append(f"{name}={value}")
+    return f"{type(message).__name__}({', '.join(fields)})"
 
 
 def run_seed(seed: int, config: SimConfig | None = None, **overrides) -> SimResult:
