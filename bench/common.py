@@ -1,8 +1,10 @@
 """Shared helpers for evedb's benchmarks: timing, interleaving, reporting, data and workloads.
 
 Every benchmark compares things side by side in one run: `interleave` alternates the variants
-round by round (A B, then B A, ...) so that drift on a shared machine hits them alike, and
-`median_ratio` reports medians over rounds and the ratio of the medians.
+round by round (A B, then B A, ...) so that drift on a shared machine hits them alike;
+`median_ratio` reports medians over rounds and the ratio of the medians, `paired_ratio` the
+median of the per-round ratios; `CpuControl` (pure-Python work in 2 processes vs 1) records
+how many cores were really free, since the machine is shared.
 
 Data is populated deterministically (`random.Random(seed)`) with bulk inserts on a plain
 apsw connection opened the way evedb opens its own (`storage.open_connection`, WAL,

@@ -113,21 +113,17 @@ def measure(name: str, paths: dict, rounds: int, round_seconds: float, seed: int
     return summary
 
 
-def profile_embedded(path, seed: int, calls: int = 5000) -> str:
-    """cProfile's top costs of embedded point SELECTs (round trip, workers=1)."""
+def profile_embedded(path, seed: int, name: str, calls: int = 5000) -> str:
+    """cProfile's top costs (cumulative) of one statement's embedded round trips, workers=1."""
+    sql, make_params = STATEMENTS[name]
     rng = random.Random(seed)
-    params = [(rng.randint(1, 10_000),) for _ in range(calls)]
+    params = [make_params(rng) for _ in range(calls)]
     connection = evedb.connect(str(path), workers=1, autocommit=True)
-    cursor = connection.cursor()
-
-    def run():
-        for p in params:
-            cursor.execute(common.KV_SELECT, p)
-            cursor.fetchall()
-
+    round_trip, _ = execution_variants(None, connection, sql, params, name != "point_update")["embedded"]
     try:
-        run()  # warm
-        return common.profile_top(run, limit=25, sort="cumulative")
+        for i in range(calls):  # warm
+            round_trip(i)
+        return common.profile_top(lambda: [round_trip(i) for i in range(calls)], limit=25, sort="cumulative")
     finally:
         connection.close()
 
@@ -135,7 +131,7 @@ def profile_embedded(path, seed: int, calls: int = 5000) -> str:
 def main(argv=None) -> int:
     arguments = common.parser(__doc__.split("\n")[0])
     arguments.add_argument("--round-ms", type=float, default=None, help="time per variant per round")
-    arguments.add_argument("--profile", action="store_true", help="also profile embedded point SELECTs")
+    arguments.add_argument("--profile", action="store_true", help="also profile embedded point SELECT and UPDATE")
     arguments = arguments.parse_args(argv)
     rounds = 5 if arguments.quick else 15
     round_seconds = (arguments.round_ms or (40 if arguments.quick else 100)) / 1000
@@ -149,9 +145,11 @@ def main(argv=None) -> int:
                      for side in ("plan", "apsw", "embedded")}
             common.progress(f"{name}: measuring")
             results[name] = measure(name, paths, rounds, round_seconds, arguments.seed)
-        profile = None
+        profiles = {}
         if arguments.profile:
-            profile = profile_embedded(common.copy_database(golden, directory / "profile.db"), arguments.seed)
+            for name in ("point_select", "point_update"):
+                path = common.copy_database(golden, directory / f"profile-{name}.db")
+                profiles[name] = profile_embedded(path, arguments.seed, name)
     columns = ("apsw", "plan cached", "plan uncached", "plan cached b64", "embedded")
     print("µs per request (median over rounds); in brackets: ratio of medians vs plain apsw")
     print(common.format_table(
@@ -159,12 +157,12 @@ def main(argv=None) -> int:
         [(name,) + tuple(f"{r[c]['us']:.1f} ({r[c]['ratio_vs_apsw']:.1f}x)" for c in columns)
          for name, r in results.items()],
     ))
-    if profile:
-        print(profile)
+    for name, profile in profiles.items():
+        print(f"embedded {name}, cProfile top costs:\n{profile}")
     controls += common.control_readings()
     print(common.control_line(controls))
     common.write_json("path_overhead", {"control": controls, "rounds": rounds, "round_seconds": round_seconds,
-                                        "results": results, "profile": profile})
+                                        "results": results, "profiles": profiles})
     return 0
 
 

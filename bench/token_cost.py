@@ -190,6 +190,20 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+COLUMNS = ("workload", "engine", "execute ms/batch", "token ms/batch", "token share (median)",
+           "token share (total)", "worker hashing", "coordinator tree+root+replies", "hash µs/changed row",
+           "changed rows", "mixer rounds/batch", "<= 10%", "state roots")
+
+
+def table_row(name: str, label: str, s: dict, roots_equal: bool) -> tuple:
+    per_row = s["hash_us_per_changed_row"]
+    return (name, label, s["execute_ms_per_batch"], s["token_ms_per_batch"],
+            _percent(s["median_token_share"]), _percent(s["total_token_share"]),
+            _percent(s["worker_hash_share"]), _percent(s["coordinator_share"]),
+            "-" if per_row is None else f"{per_row:.1f}", s["changed_rows"], s["mixer_rounds_per_batch"],
+            "yes" if s["total_token_share"] <= 0.10 else "NO", "equal" if roots_equal else "DIFFERENT")
+
+
 def main(argv=None) -> int:
     arguments = common.parser(__doc__.split("\n")[0])
     arguments.add_argument("--profile", action="store_true", help="also profile write_b256 on an inline engine")
@@ -205,21 +219,9 @@ def main(argv=None) -> int:
         for name in WORKLOADS:
             results[name] = measure(name, golden, directory, rounds, arguments.seed, scale)
         profile = profile_inline(golden, directory, arguments.seed, scale) if arguments.profile else None
-    rows = []
-    for name, result in results.items():
-        for label, s in result["sides"].items():
-            per_row = s["hash_us_per_changed_row"]
-            rows.append((name, label, s["execute_ms_per_batch"], s["token_ms_per_batch"],
-                         _percent(s["median_token_share"]), _percent(s["total_token_share"]),
-                         _percent(s["worker_hash_share"]), _percent(s["coordinator_share"]),
-                         "-" if per_row is None else f"{per_row:.1f}",
-                         s["changed_rows"], s["mixer_rounds_per_batch"], "yes" if s["total_token_share"] <= 0.10 else "NO",
-                         "equal" if result["roots_equal"] else "DIFFERENT"))
-    print(common.format_table(
-        ("workload", "engine", "execute ms/batch", "token ms/batch", "token share (median)", "token share (total)", "worker hashing",
-         "coordinator tree+root+replies", "hash µs/changed row", "changed rows", "mixer rounds/batch", "<= 10%", "state roots"),
-        rows,
-    ))
+    print(common.format_table(COLUMNS, [table_row(name, label, side, result["roots_equal"])
+                                         for name, result in results.items()
+                                         for label, side in result["sides"].items()]))
     if profile:
         print(profile)
     controls += common.control_readings()

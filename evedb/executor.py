@@ -73,6 +73,7 @@ class Worker:
         self.reply_cache = options.reply_cache
         self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._rowid_alias: dict[str, bool] = {}
+        self._shapes_checked = False
         self._shape_version = -1
 
     def close(self) -> None:
@@ -100,6 +101,7 @@ class Worker:
             storage.set_batch_timestamp(None)
 
     def _run_share(self, seq, timestamp_ms, seed, items, writes, final) -> ShareResult:
+        self._shapes_checked = False
         self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
         session = None
         try:
@@ -112,7 +114,9 @@ class Worker:
             for position, request in items:
                 reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes)
                 replies.append((position, reply))
-                schema_changed |= changed_schema
+                if changed_schema:
+                    schema_changed = True
+                    self._shapes_checked = False
             result = ShareResult(replies, schema_changed=schema_changed)
             if session is not None:
                 # The session reads the schema with its own SQL: not a client statement.
@@ -289,12 +293,17 @@ class Worker:
         return known
 
     def _refresh_shapes(self) -> None:
+        # The schema can only change between shares or through a DDL request, so its version
+        # is read once per share and after DDL, not once per changed row.
+        if self._shapes_checked:
+            return
         with self.authorizer.internal():
             version = storage.schema_version(self.connection)
         if version != self._shape_version:
             self._table_shapes.clear()
             self._rowid_alias.clear()
             self._shape_version = version
+        self._shapes_checked = True
 
     # --- changes to Merkle deltas ---
 
@@ -315,7 +324,7 @@ class Worker:
     def page_deltas(self, changeset: bytes) -> dict:
         """Merkle page deltas of a changeset, reading full rows inside the open transaction.
 
-        Runs its SQL uncached, inside `internal()`.
+        Runs inside `internal()`; only reads of user tables may be cached.
         """
         deltas: dict = {}
         for change in apsw.Changeset.iter(changeset):
@@ -330,7 +339,10 @@ class Worker:
             else:
                 select, _ = self._table_shape(table)
                 key = _key(change.old, change.pk_columns)
-                current = self.connection.execute(select, key, can_cache=False).fetchall()
+                # A user table's row read may use the statement cache: the client authorizer
+                # allows exactly that read too.  The reply cache's may not (it is internal).
+                cacheable = not table.startswith(storage.INTERNAL_PREFIX)
+                current = self.connection.execute(select, key, can_cache=cacheable).fetchall()
                 new_row = current[0]
                 old_row = tuple(
                     new_value if old_value is apsw.no_change else old_value
@@ -385,21 +397,17 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
         into.hash_seconds += share.hash_seconds
 
 
-def split_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> list[list[int]]:
-    """Split a parallel batch among workers: every write to worker 0, reads round-robin.
+def plan_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> tuple[list[int], list[list[int]]]:
+    """Split a parallel batch: (every write, for one worker; the reads, in chunks).
 
-    Reads start at worker 1 so the writer carries fewer of them.  Returns one (possibly empty)
-    ascending list of positions per worker.
+    Writes go to one worker as one share: SQLite has one writer per file, so splitting them
+    buys only lock waits.  Reads are cut into about three chunks per worker and handed out as
+    workers become free, so one slow query does not leave the other workers idle.
     """
-    shares: list[list[int]] = [[] for _ in range(workers)]
-    next_reader = 1 % workers
-    for position, is_write in zip(positions, writes):
-        if is_write:
-            shares[0].append(position)
-        else:
-            shares[next_reader].append(position)
-            next_reader = (next_reader + 1) % workers
-    return shares
+    write_positions = [p for p, is_write in zip(positions, writes) if is_write]
+    read_positions = [p for p, is_write in zip(positions, writes) if not is_write]
+    size = max(1, -(-len(read_positions) // (workers * 3)))
+    return write_positions, [read_positions[i:i + size] for i in range(0, len(read_positions), size)]
 
 
 class InlineExecutor:
@@ -499,6 +507,19 @@ class _WorkerProcess:
         self.connection.close()
 
 
+def _share_from_answer(answer) -> ShareResult:
+    _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds = answer
+    return ShareResult(
+        [(position, codec.reply_from_plain(plain)) for position, plain in replies],
+        {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
+        changeset,
+        undo_id,
+        schema_changed,
+        committed,
+        hash_seconds,
+    )
+
+
 class ProcessExecutor:
     """A pool of worker processes, one message per worker per parallel batch."""
 
@@ -524,24 +545,21 @@ class ProcessExecutor:
     def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
+
+        def message(share_positions, share_writes: bool, share_final: bool):
+            items = [[p, encoded[p]] for p in share_positions]
+            return ["share", batch.seq, batch.timestamp_ms, batch.seed, items, share_writes, share_final]
+
         for positions in plan:
-            shares = split_shares(positions, [writes[p] for p in positions], self.workers)
-            single_share = len(plan) == 1 and sum(1 for share in shares if share) == 1
-            busy = []
-            for slot, share_positions in enumerate(shares):
-                if not share_positions:
-                    continue
-                message = [
-                    "share",
-                    batch.seq,
-                    batch.timestamp_ms,
-                    batch.seed,
-                    [[p, encoded[p]] for p in share_positions],
-                    any(writes[p] for p in share_positions),
-                    final and single_share,
-                ]
-                self._call(slot, message, busy)
-            _merge_shares(len(batch.requests), self._collect(busy), result)
+            write_positions, read_chunks = plan_shares(positions, [writes[p] for p in positions], self.workers)
+            pending = list(read_chunks)
+            busy: list[int] = []
+            if write_positions:
+                self._call(0, message(write_positions, True, final and len(plan) == 1 and not pending), busy)
+            for slot in range(self.workers):
+                if pending and slot not in busy:
+                    self._call(slot, message(pending.pop(0), False, False), busy)
+            _merge_shares(len(batch.requests), self._collect(busy, pending, message), result)
         return result
 
     def _call(self, slot: int, message, busy: list) -> None:
@@ -552,29 +570,31 @@ class ProcessExecutor:
             raise
         busy.append(slot)
 
-    def _collect(self, busy: list[int]) -> list[ShareResult]:
+    def _collect(self, busy: list[int], pending: list, message) -> list[ShareResult]:
+        """Answers from every busy worker; a worker that answers gets the next read chunk.
+
+        After a death nothing new is handed out, but every other busy worker is still waited
+        for, so no answer is left in a pipe to be mistaken for the next one.
+        """
         shares, died, failures = [], [], []
-        for slot in busy:
-            try:
-                answer = self._pool[slot].receive()
-            except WorkerDied:
-                died.append(slot)
-                continue
-            if answer[0] == "failed":
-                failures.append(answer[1])
-                continue
-            _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds = answer
-            shares.append(
-                ShareResult(
-                    [(position, codec.reply_from_plain(plain)) for position, plain in replies],
-                    {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
-                    changeset,
-                    undo_id,
-                    schema_changed,
-                    committed,
-                    hash_seconds,
-                )
-            )
+        while busy:
+            by_connection = {self._pool[slot].connection: slot for slot in busy}
+            by_sentinel = {self._pool[slot].process.sentinel: slot for slot in busy}
+            ready = multiprocessing.connection.wait(list(by_connection) + list(by_sentinel))
+            slots = sorted({by_connection.get(item, by_sentinel.get(item)) for item in ready})
+            for slot in slots:
+                busy.remove(slot)
+                try:
+                    answer = self._pool[slot].receive()
+                except WorkerDied:
+                    died.append(slot)
+                    continue
+                if answer[0] == "failed":
+                    failures.append(answer[1])
+                else:
+                    shares.append(_share_from_answer(answer))
+                if pending and not died and not failures:
+                    self._call(slot, message(pending.pop(0), False, False), busy)
         for slot in died:
             self._replace(slot)
         if died:

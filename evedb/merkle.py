@@ -18,10 +18,11 @@ How it works:
   new one's.  A batch costs a few microseconds per changed row instead of re-reading pages.
   (A sum of hashes is a multiset hash: fine against crashes and concurrency bugs, not a
   collision-resistant commitment against a Byzantine replica; see evedb/DESIGN.md.)
-- Pages group into chunks of CHUNK_PAGES consecutive page numbers; a chunk hash is xxh3-128
-  over its (page_no, page hash) pairs in page order; a table root over its (chunk, hash)
-  pairs; the state root over the schema hash, the (table, root) pairs in name order and the
-  reply-cache hash.  Only chunks holding a dirty page are re-hashed after a batch.
+- Pages group into chunks of CHUNK_PAGES consecutive page numbers.  A chunk's hash and a
+  table's root are sums too (of their pages, of their chunks), so a batch updates a few sums
+  per changed row and never re-hashes a page or a chunk.  The state root is xxh3-128 over the
+  schema hash and the (table, root) pairs in name order; the reply cache is one of the tables.
+  Comparing two trees descends table -> chunk -> page where the sums differ.
 
 Rules kept: pure (no I/O, clocks, randomness, threads); every ordering is explicit.
 """
@@ -89,20 +90,27 @@ def merge_deltas(target: dict, source: Mapping) -> dict:
 
 @dataclass(slots=True)
 class _TableTree:
-    # chunk number -> {page number -> page hash}; empty pages and chunks are dropped.
-    chunk_pages: dict[int, dict[int, int]] = field(default_factory=dict)
+    # Every level is a sum (mod 2**128) of the row hashes below it, so a delta updates a page,
+    # its chunk and the table in O(1); empty pages and chunks are dropped.
+    pages: dict[int, int] = field(default_factory=dict)
     chunks: dict[int, int] = field(default_factory=dict)
-    dirty_chunks: set[int] = field(default_factory=set)
-    root: int | None = None
+    total: int = 0
+
+
+def _add(mapping: dict, key: int, delta: int) -> None:
+    value = (mapping.get(key, 0) + delta) % HASH_MODULUS
+    if value:
+        mapping[key] = value
+    else:
+        mapping.pop(key, None)
 
 
 class MerkleTree:
-    """Page hashes of every user table, and the roots above them, kept up to date by deltas."""
+    """Page hashes of every replicated table, and the sums above them, kept up to date by deltas."""
 
     def __init__(self):
         self._tables: dict[str, _TableTree] = {}
         self.schema_hash = 0
-        self.reply_cache_hash = 0
 
     # --- building and updating ---
 
@@ -122,39 +130,18 @@ class MerkleTree:
             tree = self._tables.get(table)
             if tree is None:
                 tree = self._tables[table] = _TableTree()
-            chunk = page_no // CHUNK_PAGES
-            pages = tree.chunk_pages.setdefault(chunk, {})
-            value = (pages.get(page_no, 0) + delta) % HASH_MODULUS
-            if value:
-                pages[page_no] = value
-            else:
-                pages.pop(page_no, None)
-                if not pages:
-                    del tree.chunk_pages[chunk]
-            tree.dirty_chunks.add(chunk)
-            tree.root = None
-
-    def reset_table(self, table: str) -> None:
-        self._tables[table] = _TableTree()
+            _add(tree.pages, page_no, delta)
+            _add(tree.chunks, page_no // CHUNK_PAGES, delta)
+            tree.total = (tree.total + delta) % HASH_MODULUS
 
     # --- reading ---
 
     def table_root(self, table: str) -> int:
-        tree = self._tables[table]
-        if tree.root is None:
-            for chunk in sorted(tree.dirty_chunks):
-                pages = tree.chunk_pages.get(chunk)
-                if pages:
-                    tree.chunks[chunk] = digest([(page, _bytes(value)) for page, value in sorted(pages.items())])
-                else:
-                    tree.chunks.pop(chunk, None)
-            tree.dirty_chunks.clear()
-            tree.root = digest((table, [(chunk, _bytes(value)) for chunk, value in sorted(tree.chunks.items())]))
-        return tree.root
+        return self._tables[table].total
 
     def root(self) -> int:
-        tables = [(name, _bytes(self.table_root(name))) for name in sorted(self._tables)]
-        return digest((_bytes(self.schema_hash), tables, _bytes(self.reply_cache_hash)))
+        tables = [(name, _bytes(tree.total)) for name, tree in sorted(self._tables.items())]
+        return digest((_bytes(self.schema_hash), tables))
 
     def root_hex(self) -> str:
         return f"{self.root():032x}"
@@ -163,24 +150,15 @@ class MerkleTree:
         return sorted(self._tables)
 
     def pages(self, table: str) -> dict[int, int]:
-        result: dict[int, int] = {}
-        for pages in self._tables[table].chunk_pages.values():
-            result.update(pages)
-        return result
-
-    def summary(self) -> dict:
-        """Everything a peer needs to compare trees top-down: roots, then chunks, then pages."""
-        return {
-            "schema": self.schema_hash,
-            "tables": {name: self.table_root(name) for name in sorted(self._tables)},
-        }
+        return dict(self._tables[table].pages)
 
     def chunk_hashes(self, table: str) -> dict[int, int]:
-        self.table_root(table)
         return dict(self._tables[table].chunks)
 
     def chunk_pages(self, table: str, chunk: int) -> dict[int, int]:
-        return dict(self._tables[table].chunk_pages.get(chunk, {}))
+        pages = self._tables[table].pages
+        low = chunk * CHUNK_PAGES
+        return {page: pages[page] for page in range(low, low + CHUNK_PAGES) if page in pages}
 
 
 def differing_pages(source: MerkleTree, target: MerkleTree) -> list[tuple[str, int]]:

@@ -3,7 +3,7 @@
 Pure: messages, client requests, execution results and ticks go in; `take_actions()` returns
 what the runtime must do, in order.  No sockets, threads, clocks or randomness: time arrives as
 `now_ms`, and batch seeds are derived by the batcher.  The asyncio runtime and the seeded
-simulator drive this same class.
+simulator (evedb/sim) drive this same class.
 
 Roles and the rules each keeps:
 - PRIMARY cuts batches (bounded in size, time and in-flight count), sends each to the backup
@@ -12,14 +12,33 @@ Roles and the rules each keeps:
   batch and re-execute every in-flight batch sequentially (a higher `attempt`); if the
   sequential tokens still differ, the primary's state is taken: it commits, and the backup is
   told to repair itself by state transfer.  No reply of a write ever leaves before its batch
-  commits.  A backup silent past `peer_timeout_ms` is declared down: the primary commits alone
-  and keeps a log of committed batches for the backup's catch-up.
+  commits.  Without a backup in sync (silent past `peer_timeout_ms`, or catching up) the
+  primary commits alone, and then only sequential executions: nothing would catch a wrong
+  parallel one.  It keeps a log of committed batches for the backup's catch-up.
 - BACKUP executes batches in seq order and reports tokens; it commits what the primary commits.
   If the primary is silent past the timeout and this backup is in sync, it takes view + 1,
   re-executes its uncommitted batches sequentially (so any batch whose replies the primary had
   released survives, and retries find their replies in the reply cache) and serves.
 - A node that sees a higher view in any message steps down and re-syncs; a node that sees a
   lower view tells the sender with a heartbeat.
+
+Being "in sync" is what makes a take-over safe: while the backup believes it is in sync, the
+primary must commit nothing the backup has not executed.  So:
+- the backup becomes in sync only at a *sync point*: an empty CatchUp that the primary sends
+  when it starts counting on the backup (PeerState.SYNCED), at the backup's committed seq;
+- a SYNCED primary goes on without its backup only after the peer timeout (the backup is
+  down), or when the backup says it is out of sync (SyncRequest, StateRequest) at least
+  `peer_timeout_ms` after the last sync point or this node's start: an older message may
+  predate a sync point the backup has since reached (the synchronous model: message delays
+  stay below the peer timeout).  A backup's Hello (a new link) is not such a message;
+- a node that (re)started goes on alone only after it has heard its peer in this life: while
+  it was down, the peer may have taken over in a higher view.
+
+The runtime's side of the contract: actions are performed in order, and a Send or SendReply
+leaves only after the engine work asked for before it is done (a reply after its CommitUpTo
+is durable); results (`on_executed`, ...) come back in the order the work was asked for.  A
+result may arrive after the core has moved on (rolled back, stepped down): the core tracks
+every execution it asked for and ignores the results of those it has since undone.
 
 Reads (read-only requests) skip the batch: the primary runs them on its current state and
 holds their replies until every batch they could have observed has committed; a rollback of
@@ -31,6 +50,7 @@ The link between the pair is assumed not to partition (as in Eve's synchronous s
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field
 
 from .batcher import Batcher
@@ -190,15 +210,24 @@ class Replica:
         self._actions: list = []
         self._now_ms = now_ms
         self.last_heard_ms = now_ms
+        # Nothing heard from the peer in this life yet: never go on alone before it has spoken
+        # (while this node was down, the peer may have taken over in a higher view).
+        self._heard_peer = False
         self._last_heartbeat_ms = -(10**12)
+        # Every ExecuteBatch asked for and not yet answered, in order: [seq, attempt, live].
+        # A rollback marks the executions it undoes dead, so their late results are ignored.
+        self._executions: deque[list] = deque()
         # Primary state.
         self._batcher = Batcher(config.max_batch, config.batch_delay_ms, committed_seq + 1, view)
         self._in_flight: dict[int, _InFlight] = {}
         self._known_requests: set[tuple[str, int]] = set()
-        self._log: dict[int, tuple[Batch, bytes]] = {}
-        # A restarted primary waits for its backup (or the timeout) before committing alone.
+        self._log: dict[int, tuple[Batch, bytes]] = {}  # committed batches, contiguous up to committed_seq
+        # A restarted primary counts on its backup until the backup says otherwise or times out.
         self.peer = PeerState.SYNCED
+        # The last sync point (or the start): backup messages older than it may be on the way.
+        self._sync_point_ms = now_ms
         self._paused_for_sync = False
+        self._backup_committed = -1
         self._pending_state_request: StateRequest | None = None
         self._pending_reads: list[Request] = []
         self._reads: dict[int, _Read] = {}
@@ -209,8 +238,9 @@ class Replica:
         self._buffer: dict[int, Execute] = {}
         self._catch_up: dict[int, bytes] = {}  # seq -> the primary's token, while catching up
         self._awaiting_state = False
+        self._installing_state = False
+        self._state_requested_ms = -(10**12)
         self._last_sync_request_ms = -(10**12)
-        self._backup_committed = -1
 
     # --- inspection ---
 
@@ -250,6 +280,31 @@ class Replica:
     def _log_line(self, text: str) -> None:
         self._actions.append(Log(text))
 
+    def _execute(self, batch: Batch, attempt: int, sequential: bool) -> None:
+        self._executions.append([batch.seq, attempt, True])
+        self._actions.append(ExecuteBatch(batch, attempt, sequential))
+
+    def _rollback_to(self, seq: int) -> None:
+        # Results of the executions undone here may still come back: mark them dead.
+        for execution in self._executions:
+            if execution[0] >= seq:
+                execution[2] = False
+        self._actions.append(RollbackTo(seq))
+
+    def _is_current_result(self, seq: int, attempt: int) -> bool:
+        """Match a result with the oldest execution asked for; False if it was undone since.
+
+        A (seq, attempt) alone is not enough: after a rollback the same pair may be asked for
+        again (a backup re-syncing, a primary restarting its pipeline) for another batch or
+        another starting state.  Results come back in order, so the first matching entry is
+        this one; entries before it never got a result (the runtime lost them) and go too.
+        """
+        while self._executions:
+            s, a, live = self._executions.popleft()
+            if s == seq and a == attempt:
+                return live
+        return False
+
     # --- inputs: clients ---
 
     def on_client_request(self, request: Request, read_only: bool, now_ms: int) -> None:
@@ -270,12 +325,15 @@ class Replica:
     # --- inputs: the runtime's results ---
 
     def on_executed(self, seq: int, attempt: int, token: bytes, replies: tuple[Reply, ...]) -> None:
+        if not self._is_current_result(seq, attempt):
+            return
         if self.role is Role.PRIMARY:
             entry = self._in_flight.get(seq)
             if entry is None or entry.attempt != attempt:
                 return
             entry.local_token, entry.local_replies = token, tuple(replies)
             self._try_commit()
+            self._pump(self._now_ms)  # a pipeline slot may have freed
         else:
             if seq in self._catch_up:
                 expected = self._catch_up.pop(seq)
@@ -303,14 +361,19 @@ class Replica:
         self._release_reads()
 
     def on_state_served(self, now_ms: int) -> None:
+        self._now_ms = now_ms
         self._pending_state_request = None
         self._pump(now_ms)
 
     def on_state_installed(self, committed_seq: int, now_ms: int) -> None:
-        self._awaiting_state = False
+        self._now_ms = now_ms
+        self._awaiting_state = self._installing_state = False
         self.committed_seq = committed_seq
         self._executed.clear()
         self._buffer.clear()
+        self._catch_up.clear()
+        for execution in self._executions:
+            execution[2] = False  # the installed state replaced whatever they did
         self.stats.state_transfers += 1
         self._log_line(f"state transfer installed at seq {committed_seq}")
         self._request_sync(now_ms, force=True)
@@ -322,6 +385,7 @@ class Replica:
         view = getattr(message, "view", None)
         if view is None:
             return
+        self._heard_peer = True
         if view < self.view:
             # A stale sender: tell it the current view so it steps down.
             self._send(Heartbeat(self.view, self.role.value, self.committed_seq, self.synced))
@@ -332,6 +396,8 @@ class Replica:
         handler = getattr(self, f"_on_{type(message).__name__}", None)
         if handler is not None:
             handler(message, now_ms)
+        if self.role is Role.PRIMARY:
+            self._release_reads()  # held until the peer was heard (see _release_reads)
         self._pump(now_ms)
 
     def _adopt_higher_view(self, view: int, now_ms: int) -> None:
@@ -341,13 +407,18 @@ class Replica:
         self.role = Role.BACKUP
         self._actions.append(PersistView(view, Role.BACKUP))
         self._drop_uncommitted()
+        # The log must hold every batch up to committed_seq; as a backup this node will commit
+        # batches it does not log, so a later take-over starts a new log.
+        self._log.clear()
+        self._pending_state_request = None
+        self._paused_for_sync = False
         self._request_sync(now_ms, force=True)
 
     def _drop_uncommitted(self) -> None:
         """Forget and undo everything not committed (clients retry unreplied requests)."""
-        uncommitted = sorted(set(self._in_flight) | set(self._executed))
+        uncommitted = sorted(set(self._in_flight) | set(self._executed) | set(self._catch_up))
         if uncommitted:
-            self._actions.append(RollbackTo(uncommitted[0]))
+            self._rollback_to(uncommitted[0])
         self._in_flight.clear()
         self._executed.clear()
         self._buffer.clear()
@@ -367,7 +438,10 @@ class Replica:
                 if message.node_id < self.config.node_id:
                     self._adopt_higher_view(self.view + 1, now_ms)
                 return
-            self._begin_catch_up(message.committed_seq, now_ms)
+            # A backup's new link.  A backup in sync goes on executing: only one that is not
+            # says so (SyncRequest), so a SYNCED primary waits for that.
+            if self.peer is not PeerState.SYNCED:
+                self._begin_catch_up(message.committed_seq, now_ms)
         elif message.role == Role.PRIMARY.value:
             # The primary (re)started: whatever it did not commit is gone there; re-sync.
             self._drop_uncommitted()
@@ -375,12 +449,23 @@ class Replica:
 
     def _on_SyncRequest(self, message: SyncRequest, now_ms: int) -> None:
         if self.role is Role.PRIMARY:
-            self._begin_catch_up(message.committed_seq, now_ms)
+            self._backup_out_of_sync(message.committed_seq, now_ms)
+
+    def _backup_out_of_sync(self, backup_committed: int, now_ms: int) -> None:
+        """The backup says it is not in sync: catch it up, going on alone meanwhile."""
+        if self.peer is PeerState.SYNCED:
+            if backup_committed == self.committed_seq and not self._in_flight:
+                # It holds every committed batch and nothing is in flight: a sync point now.
+                self._send_sync_point(now_ms)
+                return
+            if now_ms - self._sync_point_ms < self.config.peer_timeout_ms:
+                # Possibly sent before the last sync point, which the backup may have reached
+                # since: committing alone now could commit batches a backup in sync lacks.  A
+                # backup really out of sync asks again.
+                return
+        self._begin_catch_up(backup_committed, now_ms)
 
     def _begin_catch_up(self, backup_committed: int, now_ms: int) -> None:
-        if self.peer is PeerState.SYNCED and backup_committed >= self.committed_seq and not self._in_flight:
-            self._send(CatchUp(self.view, (), self.committed_seq))
-            return
         if self.peer is not PeerState.CATCHING_UP:
             self._log_line(f"backup at seq {backup_committed}, primary at {self.committed_seq}: catching it up")
         self.peer = PeerState.CATCHING_UP
@@ -394,9 +479,16 @@ class Replica:
             self._log_line(f"log does not reach back to seq {backup_committed + 1}: state transfer")
             self._send(NeedState(self.view, backup_committed))
             return
-        entries = tuple(self._log[seq] for seq in range(backup_committed + 1, self.committed_seq + 1))
-        # Large gaps travel in slices; the backup asks again after each.
-        self._send(CatchUp(self.view, entries[:512], self.committed_seq))
+        self._backup_committed = backup_committed
+        if backup_committed == self.committed_seq:
+            # Nothing to send: hold new batches back; the sync point follows once nothing is in
+            # flight.  (An empty CatchUp is only ever a sync point.)
+            self._paused_for_sync = True
+            self._finish_sync_if_ready()
+            return
+        last = min(self.committed_seq, backup_committed + 512)  # large gaps travel in slices
+        entries = tuple(self._log[seq] for seq in range(backup_committed + 1, last + 1))
+        self._send(CatchUp(self.view, entries, self.committed_seq))
 
     def _on_CaughtUp(self, message: CaughtUp, now_ms: int) -> None:
         if self.role is not Role.PRIMARY or self.peer is not PeerState.CATCHING_UP:
@@ -406,23 +498,29 @@ class Replica:
         if gap <= 512:
             # The last stretch: hold new batches back so the catch-up converges.
             self._paused_for_sync = True
-        if gap > 512:
-            self._send_catch_up(message.committed_seq)
-        else:
             self._finish_sync_if_ready()
+        else:
+            self._send_catch_up(message.committed_seq)
 
     def _finish_sync_if_ready(self) -> None:
         """Declare the backup in sync once it holds every committed batch and none is in flight."""
         if self.peer is not PeerState.CATCHING_UP or not self._paused_for_sync or self._in_flight:
             return
-        if self._backup_committed < self.committed_seq:
+        if self._pending_state_request is not None:
+            return  # the backup is taking the state; it asks again afterwards
+        if self._backup_committed != self.committed_seq:
             self._send_catch_up(self._backup_committed)
             return
+        self._send_sync_point(self._now_ms)
+
+    def _send_sync_point(self, now_ms: int) -> None:
         # Sent before any Execute of the next batches: the backup starts executing after it.
         self._send(CatchUp(self.view, (), self.committed_seq))
+        if self.peer is not PeerState.SYNCED:
+            self._log_line(f"backup in sync at seq {self.committed_seq}")
         self.peer = PeerState.SYNCED
         self._paused_for_sync = False
-        self._log_line(f"backup in sync at seq {self.committed_seq}")
+        self._sync_point_ms = now_ms
 
     def _on_TokenReport(self, message: TokenReport, now_ms: int) -> None:
         if self.role is not Role.PRIMARY or self.peer is not PeerState.SYNCED:
@@ -436,7 +534,12 @@ class Replica:
     def _on_StateRequest(self, message: StateRequest, now_ms: int) -> None:
         if self.role is not Role.PRIMARY:
             return
+        if self.peer is PeerState.SYNCED and now_ms - self._sync_point_ms < self.config.peer_timeout_ms:
+            return  # possibly older than the last sync point (see _backup_out_of_sync)
+        if self.peer is not PeerState.CATCHING_UP:
+            self._log_line(f"backup asks for the state at seq {message.committed_seq}")
         self.peer = PeerState.CATCHING_UP
+        self._paused_for_sync = False
         self._pending_state_request = message  # served once nothing is in flight
         self._try_commit()  # nothing waits for this backup's token any more
 
@@ -449,6 +552,15 @@ class Replica:
         if seq <= self.committed_seq:
             return
         entry = self._executed.get(seq)
+        known = entry.batch if entry is not None else (self._buffer[seq].batch if seq in self._buffer else None)
+        if known is not None and known != message.batch:
+            # Within one life of a primary a seq names one batch: this primary restarted since
+            # (its Hello was lost or is late) and numbers its batches afresh, attempts too.
+            # As on its Hello: forget what is uncommitted and re-sync.
+            self._log_line(f"batch {seq} replaced: the primary restarted; re-syncing")
+            self._drop_uncommitted()
+            self._request_sync(now_ms, force=True)
+            return
         if entry is not None:
             if message.attempt == entry.attempt:
                 if entry.local_token is not None:
@@ -457,9 +569,17 @@ class Replica:
             if message.attempt < entry.attempt:
                 return
             # A higher attempt: the primary saw a divergence; undo from here and re-execute.
-            self._actions.append(RollbackTo(seq))
-            for later in [s for s in self._executed if s >= seq]:
-                del self._executed[later]
+            self._rollback_to(seq)
+            del self._executed[seq]
+            for later in sorted(s for s in self._executed if s > seq):
+                old = self._executed.pop(later)
+                # A later batch the primary sent after its rollback keeps its attempt, and the
+                # primary may already have committed it on the token reported: run it again
+                # after this one (unless a newer attempt of it waits), never just forget it,
+                # and sequentially, so this run ends in the state that token stood for.
+                waiting = self._buffer.get(later)
+                if waiting is None or waiting.attempt < old.attempt:
+                    self._buffer[later] = Execute(self.view, old.batch, old.attempt, True)
             self.stats.sequential_reexecutions += 1
         self._buffer[seq] = message
         self._drain_buffer()
@@ -469,7 +589,7 @@ class Replica:
         while next_seq in self._buffer:
             message = self._buffer.pop(next_seq)
             self._executed[next_seq] = _InFlight(message.batch, message.attempt, message.sequential)
-            self._actions.append(ExecuteBatch(message.batch, message.attempt, message.sequential))
+            self._execute(message.batch, message.attempt, message.sequential)
             next_seq += 1
         # Anything older than what runs next is stale.
         for seq in [s for s in self._buffer if s < next_seq]:
@@ -504,37 +624,57 @@ class Replica:
                 self._commit_backup(message.committed_seq)
             elif not self._catch_up and not self._awaiting_state:
                 self._request_sync(now_ms)
-        elif self.role is Role.PRIMARY and message.role == Role.PRIMARY.value:
-            self._on_Hello(Hello(message.view, "", Role.PRIMARY.value, message.committed_seq), now_ms)
+        # Two primaries of one view cannot tell from a heartbeat which one keeps the view (it
+        # names no node): the Hello on every new link settles it.
 
     def _on_CatchUp(self, message: CatchUp, now_ms: int) -> None:
         if self.role is not Role.BACKUP or self._awaiting_state:
             return
-        if self._executed:
+        if not message.entries:
+            # A sync point: from here the primary sends this backup every batch it commits.
+            # Only a backup holding exactly the primary's committed batches can take it; any
+            # other is stale or early, and the backup keeps asking (SyncRequest).
+            if self.synced or self._catch_up or self.committed_seq != message.primary_committed_seq:
+                return
+            if self._executed:
+                self._drop_uncommitted()
+            self.synced = True
+            return
+        if self.synced:
+            if message.entries[-1][0].seq <= self.committed_seq:
+                return  # older than the sync point this backup reached
+            # The primary commits batches without this backup: it is not in sync any more.
+            self._drop_uncommitted()
+        elif self._executed:
             self._drop_uncommitted()
         next_seq = self.committed_seq + 1 + len(self._catch_up)
         for batch, token in message.entries:
             if batch.seq != next_seq:
                 continue
             self._catch_up[batch.seq] = token
-            self._actions.append(ExecuteBatch(batch, 0, True))
+            self._execute(batch, 0, True)
             next_seq += 1
         if not self._catch_up:
-            if self.committed_seq >= message.primary_committed_seq:
-                self.synced = True
             self._send(CaughtUp(self.view, self.committed_seq))
 
     def _on_NeedState(self, message: NeedState, now_ms: int) -> None:
-        if self.role is Role.BACKUP:
+        if self.role is Role.BACKUP and not self._awaiting_state:
             self._start_state_transfer(message.seq)
 
     def _on_StateData(self, message: StateData, now_ms: int) -> None:
-        if self.role is Role.BACKUP and self._awaiting_state:
-            self._actions.append(InstallState(message))
+        if self.role is not Role.BACKUP or not self._awaiting_state or self._installing_state:
+            return
+        if message.committed_seq < self.committed_seq:
+            return  # an answer to an older request: installing it would undo commits
+        if message.final:
+            self._installing_state = True  # duplicates and later answers are not needed
+        self._actions.append(InstallState(message))
 
     def _start_state_transfer(self, seq: int) -> None:
         self._drop_uncommitted()
         self._awaiting_state = True
+        self._installing_state = False
+        self._state_requested_ms = self._now_ms
         self._actions.append(RequestState())
 
     def _request_sync(self, now_ms: int, force: bool = False) -> None:
@@ -585,8 +725,8 @@ class Replica:
             self.stats.divergences += 1
             self._log_line(f"batch {seq}: tokens differ: rolling back and re-executing sequentially")
         else:
-            self._log_line(f"batch {seq}: ran in parallel and the backup cannot verify it: re-executing sequentially")
-        self._actions.append(RollbackTo(seq))
+            self._log_line(f"batch {seq}: ran in parallel and no backup can verify it: re-executing sequentially")
+        self._rollback_to(seq)
         attempt = max(entry.attempt for entry in self._in_flight.values()) + 1
         for later in sorted(s for s in self._in_flight if s >= seq):
             entry = self._in_flight[later]
@@ -601,7 +741,7 @@ class Replica:
         if self.peer is PeerState.SYNCED:
             self._send(message)
         entry.sent_ms = now_ms
-        self._actions.append(ExecuteBatch(entry.batch, entry.attempt, entry.sequential))
+        self._execute(entry.batch, entry.attempt, entry.sequential)
 
     def _pump(self, now_ms: int) -> None:
         if self.role is not Role.PRIMARY:
@@ -626,6 +766,10 @@ class Replica:
             self._pending_reads = []
 
     def _release_reads(self) -> None:
+        if not self._heard_peer:
+            # Restarted and not yet heard from the peer: it may have taken over meanwhile, and
+            # this node's committed state may be stale.
+            return
         for read_id in sorted(self._reads):
             read = self._reads[read_id]
             if read.replies is not None and read.after_seq <= self.committed_seq:
@@ -646,7 +790,7 @@ class Replica:
         self._now_ms = now_ms
         silent_ms = now_ms - self.last_heard_ms
         if self.role is Role.PRIMARY:
-            if self.peer is not PeerState.DOWN and silent_ms > self.config.peer_timeout_ms:
+            if self.peer is not PeerState.DOWN and silent_ms > self.config.peer_timeout_ms and self._heard_peer:
                 self._log_line(f"backup silent for {silent_ms} ms: continuing alone")
                 self.peer = PeerState.DOWN
                 self._paused_for_sync = False
@@ -662,7 +806,12 @@ class Replica:
         else:
             if self.synced and silent_ms > self.config.peer_timeout_ms:
                 self._take_over(now_ms)
-            elif not self.synced and not self._catch_up and not self._awaiting_state:
+            elif self._awaiting_state:
+                if not self._installing_state and now_ms - self._state_requested_ms >= self.config.retransmit_ms:
+                    # The request or its answer may be lost: ask again.
+                    self._state_requested_ms = now_ms
+                    self._actions.append(RequestState())
+            elif not self.synced and not self._catch_up:
                 self._request_sync(now_ms)
         if now_ms - self._last_heartbeat_ms >= self.config.heartbeat_ms:
             self._last_heartbeat_ms = now_ms
@@ -680,9 +829,10 @@ class Replica:
         self._buffer.clear()
         self.peer = PeerState.DOWN
         self.synced = False
+        self._log.clear()  # batches committed as a backup were not logged: start afresh
         if uncommitted:
             # Re-execute, sequentially, every batch the old primary may have answered for.
-            self._actions.append(RollbackTo(uncommitted[0].batch.seq))
+            self._rollback_to(uncommitted[0].batch.seq)
         for old in uncommitted:
             entry = self._in_flight[old.batch.seq] = _InFlight(old.batch, old.attempt + 1, True)
             for request in old.batch.requests:

@@ -47,6 +47,10 @@ class SimConfig:
     heartbeat_ms: int = 50
     peer_timeout_ms: int = 300
     retransmit_ms: int = 100
+    log_limit: int | None = None  # the primary's catch-up log; None: drawn from the seed
+    # What a seed's fault profile is drawn from (when faults is on).
+    loss_choices: tuple[float, ...] = (0.0, 0.01, 0.03, 0.06)
+    crash_counts: tuple[int, ...] = (0, 1, 1, 2, 3)
     # The fault profile; None: drawn from the seed (when faults is on), else no such fault.
     link: LinkFaults | None = None
     diverge_prob: float | None = None
@@ -83,11 +87,14 @@ class Cluster:
         self.end_ms = config.duration_ms + config.tail_ms
         self.stop_requests_ms = self.end_ms - config.drain_ms
         link, diverge_prob, crashes = self._fault_profile()
-        self.profile = {"link": link, "diverge_prob": diverge_prob, "crashes": crashes}
+        # A short primary log makes a returning backup need a state transfer more often.
+        log_limit = config.log_limit if config.log_limit is not None else self.rng.choice((16, 100_000))
+        self.profile = {"link": link, "diverge_prob": diverge_prob, "crashes": crashes, "log_limit": log_limit}
         self.network = Network(self.rng, link)
         replica_config = dict(max_batch=config.max_batch, batch_delay_ms=config.batch_delay_ms,
                               pipeline_depth=config.pipeline_depth, heartbeat_ms=config.heartbeat_ms,
-                              peer_timeout_ms=config.peer_timeout_ms, retransmit_ms=config.retransmit_ms)
+                              peer_timeout_ms=config.peer_timeout_ms, retransmit_ms=config.retransmit_ms,
+                              log_limit=log_limit)
         self.nodes: dict[str, SimNode] = {}
         for index, (node_id, peer_id) in enumerate((("a", "b"), ("b", "a"))):
             forced = frozenset(seq for who, seq in config.forced_divergence if who == node_id)
@@ -104,11 +111,11 @@ class Cluster:
     def _fault_profile(self):
         config, rng = self.config, self.rng
         # Always draw, so a seed's profile does not depend on which parts are given.
-        drawn_link = LinkFaults(loss=rng.choice((0.0, 0.01, 0.03, 0.06)),
+        drawn_link = LinkFaults(loss=rng.choice(config.loss_choices),
                                 duplicate=rng.choice((0.0, 0.01, 0.05)),
                                 min_delay_ms=1, max_delay_ms=rng.choice((2, 5, 10, 20)))
         drawn_diverge = rng.choice((0.0, 0.05, 0.2, 0.5))
-        count = rng.choice((0, 1, 1, 2, 3))
+        count = rng.choice(config.crash_counts)
         drawn_crashes = tuple(sorted(
             (rng.randint(100, max(101, config.duration_ms - 100)), rng.choice(self.NODE_IDS),
              rng.choice((rng.randint(20, config.peer_timeout_ms), rng.randint(config.peer_timeout_ms, 4 * config.peer_timeout_ms))))

@@ -2,7 +2,7 @@
 
 The command language is private to the simulator and tiny: a request is
 `Request.statement(client, id, "add", (key, amount))` (a write: adds `amount` to `key`, replies
-the new value) or `Request.statement(client, id, "get", (key,))` (read-only: replies the value).
+the new value and the batch's timestamp) or `Request.statement(client, id, "get", (key,))` (read-only: replies the value).
 
 What it owns: the state (key -> int), the replicated reply cache (client -> its last write's
 request id and reply, exactly like `_evedb_replies`), the undo log of uncommitted batches,
@@ -48,9 +48,14 @@ def is_read_only(request: Request) -> bool:
     return all(statement.sql == GET for statement in request.statements)
 
 
-def value_reply(request: Request, value: int) -> Reply:
+def value_reply(request: Request, value: int, stamp: int | None = None) -> Reply:
+    """A reply carrying `value`; a write's also carries its batch's timestamp (`stamp`), as a
+    statement reading the clock would, so two batches holding the same requests but cut at
+    different times give different tokens, as they would in the real engine."""
+    if stamp is None:
+        return Reply(request.client_id, request.request_id, (StatementResult((Column("value"),), ((value,),), 1),))
     return Reply(request.client_id, request.request_id,
-                 (StatementResult((Column("value"),), ((value,),), 1),))
+                 (StatementResult((Column("value"), Column("at")), ((value, stamp),), 1),))
 
 
 def reply_value(reply: Reply) -> int | None:
@@ -111,7 +116,7 @@ class FakeStore:
             extra = 0
             if corrupt is not None and not corrupted and position >= corrupt[0]:
                 extra = corrupt[1]
-            reply, ran = self._run_write(request, undo, extra)
+            reply, ran = self._run_write(request, batch.timestamp_ms, undo, extra)
             corrupted |= ran and extra != 0
             if ran and applied is not None:
                 applied.append((request.client_id, request.request_id))
@@ -120,7 +125,7 @@ class FakeStore:
         replies = tuple(replies)
         return token(batch, self.root(), replies), replies, corrupted
 
-    def _run_write(self, request: Request, undo: dict, extra: int) -> tuple[Reply, bool]:
+    def _run_write(self, request: Request, timestamp_ms: int, undo: dict, extra: int) -> tuple[Reply, bool]:
         cached = self.replies.get(request.client_id)
         if cached is not None and cached[0] == request.request_id:
             return cached[1], False
@@ -131,7 +136,7 @@ class FakeStore:
         if statement.sql == ADD and len(request.statements) == 1:
             key, amount = statement.params
             self._set(undo, ("kv", key), self.data.get(key, 0) + amount + extra)
-            reply = value_reply(request, self.data[key])
+            reply = value_reply(request, self.data[key], timestamp_ms)
             ran = True
         else:
             reply = Reply(request.client_id, request.request_id, (),
