@@ -74,6 +74,7 @@ class Worker:
         self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._rowid_alias: dict[str, bool] = {}
         self._shapes_checked = False
+        self._current_seq = 0
         self._shape_version = -1
 
     def close(self) -> None:
@@ -102,6 +103,7 @@ class Worker:
 
     def _run_share(self, seq, timestamp_ms, seed, items, writes, final) -> ShareResult:
         self._shapes_checked = False
+        self._current_seq = seq
         self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
         session = None
         try:
@@ -228,7 +230,7 @@ class Worker:
         function = procedures.lookup(request.procedure or "")
         if function is None:
             raise ProgrammingError(f"no procedure named {request.procedure!r} is registered on the server")
-        context = procedures.ProcedureContext(self.run_statement, timestamp_ms, seed, position)
+        context = procedures.ProcedureContext(self.run_statement, timestamp_ms, seed, position, self._current_seq)
         try:
             value = function(context, *request.args)
         except (apsw.Error, Error):

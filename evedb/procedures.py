@@ -10,7 +10,8 @@ in an importable module (or in the `__main__` script, which multiprocessing re-i
 
 Determinism rules for procedure authors (checked by verification, not here): use `db.random`
 (seeded from the batch) instead of the `random` module, `db.timestamp_ms` instead of the
-clock, and ORDER BY with a unique tie-breaker wherever order matters.
+clock, `db.new_id()` instead of MAX(id)+1, and ORDER BY with a unique tie-breaker wherever
+order matters.
 """
 
 from __future__ import annotations
@@ -79,12 +80,24 @@ class ProcedureCursor:
 class ProcedureContext:
     """The `db` argument of a procedure: SQL on the worker's connection, batch time, seeded random."""
 
-    __slots__ = ("_run", "timestamp_ms", "random")
+    __slots__ = ("_run", "timestamp_ms", "random", "seq", "position", "_ids_issued")
 
-    def __init__(self, run_statement: Callable, timestamp_ms: int, seed: int, position: int):
+    def __init__(self, run_statement: Callable, timestamp_ms: int, seed: int, position: int, seq: int = 0):
         self._run = run_statement
         self.timestamp_ms = timestamp_ms
         self.random = random.Random((seed << 32) ^ position ^ 0x5EED)
+        self.seq = seq
+        self.position = position
+        self._ids_issued = 0
+
+    def new_id(self) -> int:
+        """A fresh id, the same on every replica and every re-execution, growing with batch
+        order: (seq, position in the batch, count within the request).  Use it instead of
+        MAX(id)+1, which depends on what else ran in parallel."""
+        self._ids_issued += 1
+        if self._ids_issued >= 1 << 8 or self.position >= 1 << 16:
+            raise ValueError("new_id(): at most 255 ids per request and 65536 requests per batch")
+        return (self.seq << 24) | (self.position << 8) | self._ids_issued
 
     def execute(self, sql: str, params=None) -> ProcedureCursor:
         result = self._run(sql, params)
