@@ -8,8 +8,11 @@ its own data directory loaded once (kv: 10,000 rows through the DB-API driver) a
 for each round, so an idle configuration never runs beside a measured one:
 - `pair`: `evedb serve` primary + backup, default workers (one per core);
 - `pair-sequential`: primary + backup with `--workers 1` (traditional SMR: one executor each);
-- `unreplicated`: only the primary is started, `--peer-timeout-ms 500`; the measurement
-  starts once it reports its backup `down` and commits alone.
+- `unreplicated`: the primary alone, `--peer-timeout-ms 500` on both nodes.  A node goes on
+  alone only once it has heard its peer since it started (evedb/replica.py, `_heard_peer`), so
+  the backup is started, syncs and is killed (SIGKILL); the measurement starts once the
+  primary reports its backup `down`.  Alone, the primary executes every batch sequentially,
+  on its own process (nothing would catch a wrong parallel execution).
 
 Workloads: `mixed` (50% `UPDATE kv SET v = ? WHERE k = ?`, 50% `SELECT v FROM kv WHERE k = ?`,
 uniform keys) and `write` (updates only).  Then the pair's null-request throughput:
@@ -31,17 +34,25 @@ After each measured run, once the load has stopped: `node_status` of both nodes 
 report the same `committed_seq`, then their `state_root` must be equal.
 
 CPU: at the edges of each window the generator reads /proc for the primary, its workers, the
-backup, its workers and itself, so the table can say where the 2 cores went.
+backup, its workers and itself, so the table can say where the 2 cores went, and /proc/stat for
+the whole machine: "cores other" is what anything else on the machine (another job sharing it)
+took during the window.  Before each run the bench waits (at most `--quiet-wait` s) until the
+machine is nearly idle.
 
 Output: a table on stdout, progress on stderr, JSON in bench/out/pair_bench.json.
 
-Profiling (`--profile-node`): the primary of a `pair` runs under cProfile (every thread of
-the node process: the event loop and the engine thread); the top entries go to stdout and JSON.
+Profiling, instead of the measurements:
+- `--profile-node mixed|write|null`: the primary of a `pair` runs under cProfile, every thread
+  of the node process (event loop and engine thread) with a CPU-time clock, for its whole life
+  (start-up and data load included); the totals per source file and the top entries go to
+  stdout and bench/out/pair_bench_profile.json, the stats to bench/out/pair_bench_primary_*.prof.
+  cProfile slows a node about threefold: read shares, not absolute times.
+- `--profile-engine write|null`: one replica's ExecutionEngine (--workers 1) in this process,
+  batches of 64: µs per request without the profiler, then the profile.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import cProfile
@@ -50,9 +61,9 @@ import multiprocessing
 import os
 import pstats
 import random
+import shutil
 import signal
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -116,6 +127,14 @@ def cpu_sample(watch: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in watch.items()}
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat, idle and iowait excluded)."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
 # --------------------------------------------------------------------------- the load generator
 
 
@@ -141,7 +160,6 @@ def request_plain(kind: str, client_id: str, request_id: int, client_number: int
 
 def _check_plain_encoding() -> None:
     """The hand-built requests must be exactly what the codec makes of evedb's messages."""
-    rng = random.Random(1)
     for kind, share in (("mixed", 0.0), ("mixed", 1.0), ("null", 0.0), ("null_table", 0.0)):
         tag, plain = request_plain(kind, "c", 7, 3, random.Random(1), share)
         if tag == "n":
@@ -152,7 +170,6 @@ def _check_plain_encoding() -> None:
         if codec.request_to_plain(expected) != plain:
             raise AssertionError(f"hand-built request {plain} != codec's {codec.request_to_plain(expected)}")
         codec.request_from_plain(msgpack.unpackb(msgpack.packb(plain, use_bin_type=True), raw=False))
-    del rng
 
 
 class _Client(asyncio.Protocol):
@@ -277,11 +294,13 @@ class _Load:
             client.send()
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
         cpu_before = cpu_sample(watch)
+        machine_before = machine_busy_seconds()
         self_before = time.process_time()
         wall_before = time.perf_counter()
         status_before = await self._status(spec["address"])
         await asyncio.sleep(max(0.0, self.window_end - time.perf_counter()))
         cpu_after = cpu_sample(watch)
+        machine_after = machine_busy_seconds()
         self_after = time.process_time()
         wall_after = time.perf_counter()
         self.stopping = True
@@ -296,9 +315,10 @@ class _Load:
             client.transport.close()
         await asyncio.sleep(0)
         return self.summary(cpu_before, cpu_after, self_after - self_before, wall_after - wall_before,
-                            status_before, status_after, drained)
+                            machine_after - machine_before, status_before, status_after, drained)
 
-    def summary(self, cpu_before, cpu_after, self_cpu, cpu_wall, status_before, status_after, drained) -> dict:
+    def summary(self, cpu_before, cpu_after, self_cpu, cpu_wall, machine_busy, status_before, status_after,
+                drained) -> dict:
         duration = self.spec["duration_s"]
         every = sorted(self.latencies["r"] + self.latencies["w"] + self.latencies["n"])
         count = len(every)
@@ -326,6 +346,11 @@ class _Load:
         cpu["generator"] = self_cpu
         result["cpu_seconds"] = cpu
         result["cpu_wall_s"] = cpu_wall
+        # Cores in use during the window: by the measured processes (nodes, workers, generator)
+        # and by everything else on the machine (another job sharing it shows up here).
+        ours = sum(cpu.values())
+        result["cores_ours"] = ours / cpu_wall
+        result["cores_other"] = max(0.0, machine_busy - ours) / cpu_wall
         if count:
             result["cpu_us_per_request"] = {name: seconds / count * 1e6 for name, seconds in cpu.items()}
         if status_before and status_after:
@@ -432,14 +457,28 @@ class Setup:
         return self.pair.address("primary")
 
     def start(self) -> float:
+        """Start the nodes (both, and for `unreplicated` then kill the backup); load kv once."""
+        try:
+            return self._start()
+        except BaseException:
+            self._show_logs()
+            self.pair.stop()  # never leave a node running behind a failed start
+            raise
+
+    def _start(self) -> float:
         started = time.perf_counter()
         self.pair.processes.clear()
-        if self.backup:
-            self.pair.start_all()
-            self.pair.wait_ready(90)
-        else:
-            self.pair.start("primary")
-            deadline = time.monotonic() + 90
+        self.pair.start_all()
+        self.pair.wait_ready(120)
+        if self.load_kv and not self.loaded:
+            self._load()
+            self.loaded = True
+        if not self.backup:
+            # A node goes on alone only once it has heard its peer in this life (evedb/replica.py,
+            # `_heard_peer`): so the backup starts, syncs, and is killed; the measurement starts
+            # once the primary has declared it down (after --peer-timeout-ms).
+            self.pair.kill("backup")
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     status = node_status(self.address, timeout=2)
@@ -448,13 +487,17 @@ class Setup:
                 except Exception:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name}: the lone primary never declared its backup down")
+                    raise TimeoutError(f"{self.name}: the primary never declared its killed backup down")
                 time.sleep(0.05)
         self.workers = node_status(self.address)["workers"]
-        if self.load_kv and not self.loaded:
-            self._load()
-            self.loaded = True
         return time.perf_counter() - started
+
+    def _show_logs(self, lines: int = 30) -> None:
+        for name in ("primary", "backup"):
+            path = Path(self.pair.log_dir) / f"{name}.log"
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                common.progress(f"--- {self.name}: last lines of {path}:\n" + "\n".join(tail))
 
     def _load(self) -> None:
         rng = random.Random(11)
@@ -472,7 +515,7 @@ class Setup:
         watch = {}
         for name in ("primary", "backup"):
             process = self.pair.processes.get(name)
-            if process is None:
+            if process is None or process.poll() is not None:
                 continue
             watch[name] = [process.pid]
             watch[f"{name}_workers"] = child_pids(process.pid)
@@ -508,7 +551,7 @@ class Setup:
     def stop(self) -> None:
         self.pair.stop()
         for name, process in self.pair.processes.items():
-            if process.returncode not in (0, None, -signal.SIGTERM):
+            if process.returncode not in (0, None, -signal.SIGTERM) and (self.backup or name != "backup"):
                 common.progress(f"  warning: {self.name} {name} exited with {process.returncode}"
                                 f" (log: {self.pair.log_dir}/{name}.log)")
 
@@ -516,19 +559,41 @@ class Setup:
 # --------------------------------------------------------------------------- measuring
 
 
+QUIET = {"max_wait_s": 60.0, "threshold_cores": 0.25}
+
+
+def wait_quiet(max_wait: float, threshold: float, sample: float = 0.5) -> tuple[float, float]:
+    """Wait (at most max_wait s) until the machine is nearly idle: another job sharing the 2 CPUs
+    would take them from the nodes.  Returns (seconds waited, busy cores in the last sample)."""
+    started = time.perf_counter()
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(sample)
+        busy = (machine_busy_seconds() - before) / sample
+        waited = time.perf_counter() - started
+        if busy <= threshold or waited >= max_wait:
+            return waited, busy
+
+
 def measure(generator: Generator, setup: Setup, kind: str, clients: int, warmup: float, duration: float,
             seed: int, label: str) -> dict:
+    waited, busy = wait_quiet(QUIET["max_wait_s"], QUIET["threshold_cores"])
+    if waited > 1.0:
+        common.progress(f"  (waited {waited:.0f} s for a quiet machine: {busy:.2f} cores busy before {label.strip()})")
     spec = {"address": setup.address, "kind": kind, "clients": clients, "warmup_s": warmup,
             "duration_s": duration, "seed": seed, "write_share": WRITE_SHARE.get(kind, 0.0),
             "watch": setup.watch()}
     result = generator.run(spec)
+    result["quiet_wait_s"] = waited
+    result["busy_cores_before"] = busy
     result["roots"] = setup.check_roots()
     result["mode"] = setup.name
     roots = result["roots"]
     check = ("roots equal" if roots.get("equal") else "ROOTS DIFFER") if roots["checked"] else "no backup"
     common.progress(f"  {label}: {result['throughput']:,.0f} req/s  p50 {result['p50_ms']:.2f} ms"
                     f"  p99 {result['p99_ms']:.2f} ms  errors {result['errors']}  {check}"
-                    f" (seq {roots['committed_seq']})")
+                    f" (seq {roots['committed_seq']})  cores: ours {result['cores_ours']:.2f},"
+                    f" others {result['cores_other']:.2f}")
     if result["errors"]:
         common.progress(f"    first error: {result['first_error']}")
     return result
@@ -667,27 +732,35 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
                 "errors": sum(r["errors"] for r in results),
                 "roots": _roots_note(results),
                 "cpu_us_per_request": _cpu_split(results),
+                "cores_ours": _median_of(results, "cores_ours"),
+                "cores_other": _median_of(results, "cores_other"),
             }
             summary["modes"].setdefault(mode, {})[workload] = entry
             rows.append([mode, workload, entry["throughput"], entry["p50_ms"], entry["p99_ms"],
-                         entry["writes_per_batch"], entry["errors"], entry["roots"], entry["cpu_us_per_request"]])
+                         entry["read_p50_ms"], entry["write_p50_ms"],
+                         entry["writes_per_batch"], entry["errors"], entry["roots"], entry["cpu_us_per_request"],
+                         f"{entry['cores_ours']:.2f} / {entry['cores_other']:.2f}"])
     for workload in WORKLOADS:
         pair = [r["throughput"] for r in runs["pair"][workload]]
         sequential = [r["throughput"] for r in runs["pair-sequential"][workload]]
         alone = [r["throughput"] for r in runs["unreplicated"][workload]]
         efficiency = common.median(pair) / (common.median(alone) / 2)
+        per_round = [p / (a / 2) for p, a in zip(pair, alone)]
         summary["efficiency"][workload] = {
             "of_medians": efficiency,
-            "per_round": [p / (a / 2) for p, a in zip(pair, alone)],
+            "per_round": per_round,
+            "median_per_round": common.median(per_round),
             "goal": 0.85,
             "met": efficiency >= 0.85,
         }
+        per_round = [p / s for p, s in zip(pair, sequential)]
         summary["pair_vs_sequential"][workload] = {
             "of_medians": common.median(pair) / common.median(sequential),
-            "per_round": [p / s for p, s in zip(pair, sequential)],
+            "per_round": per_round,
+            "median_per_round": common.median(per_round),
         }
-    headers = ["mode", "workload", "req/s", "p50 ms", "p99 ms", "writes/batch", "errors", "roots",
-               "CPU µs/req (p pw b bw g)"]
+    headers = ["mode", "workload", "req/s", "p50 ms", "p99 ms", "read p50", "write p50", "writes/batch",
+               "errors", "roots", "CPU µs/req (p pw b bw g)", "cores ours / other"]
     table = common.format_table(headers, rows)
     lines = [
         f"clients {args.clients}, {args.rounds} round(s) of {args.duration:g} s per mode and workload"
@@ -696,21 +769,32 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
         table,
         "",
     ]
+    lines += [
+        "CPU µs/req: CPU seconds in the window per request completed, of the primary node process (p),",
+        "its worker processes (pw), the backup (b), its workers (bw) and the load generator (g).",
+        "cores ours / other: CPUs kept busy during the window by those processes / by anything else",
+        "on the machine (/proc/stat); medians over rounds.",
+        "The unreplicated primary runs every batch sequentially on its own process (alone, nothing",
+        "verifies a parallel execution: evedb/replica.py `_pump`), so its workers stay idle.",
+        "",
+    ]
     for workload in WORKLOADS:
         eff = summary["efficiency"][workload]
         ratio = summary["pair_vs_sequential"][workload]
         lines.append(
             f"{workload}: pair efficiency = pair / (unreplicated / 2) = {eff['of_medians']:.2f}"
             f" (goal >= 0.85: {'met' if eff['met'] else 'NOT met'}; per round "
-            f"{', '.join(f'{v:.2f}' for v in eff['per_round'])});"
-            f" pair / pair-sequential = {ratio['of_medians']:.2f}")
+            f"{', '.join(f'{v:.2f}' for v in eff['per_round'])}, their median {eff['median_per_round']:.2f});"
+            f" pair / pair-sequential = {ratio['of_medians']:.2f} (per round "
+            f"{', '.join(f'{v:.2f}' for v in ratio['per_round'])})")
     if nulls:
         null_rows = []
         for result in nulls:
             null_rows.append([result["config"], result["clients"], result["throughput"], result["p50_ms"],
                               result["p99_ms"], result.get("writes_per_batch", float("nan")),
                               result.get("parallel_batches_per_batch", float("nan")), result["errors"],
-                              _roots_note([result]), _cpu_split([result])])
+                              _roots_note([result]), _cpu_split([result]),
+                              f"{result['cores_ours']:.2f} / {result['cores_other']:.2f}"])
         best = max(nulls, key=lambda r: r["throughput"])
         summary["null"] = {
             "best_throughput": best["throughput"],
@@ -725,7 +809,8 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
             f"null requests (evedb_null, {args.null_duration:g} s each):",
             "",
             common.format_table(["server config", "clients", "req/s", "p50 ms", "p99 ms", "req/batch",
-                                 "par.batches/batch", "errors", "roots", "CPU µs/req (p pw b bw g)"], null_rows),
+                                 "par.batches/batch", "errors", "roots", "CPU µs/req (p pw b bw g)",
+                                 "cores ours / other"], null_rows),
             "",
             f"best null throughput: {best['throughput']:,.0f} req/s ({best['config']}, {best['clients']} clients);"
             f" goal >= 20,000: {'met' if best['throughput'] >= 20_000 else 'NOT met'}",
@@ -762,20 +847,24 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
 
 
 def serve_profiled(out: str, argv: list[str]) -> None:
-    """Run `evedb serve ARGV` under cProfile in every thread; dump the stats to OUT on exit."""
+    """Run `evedb serve ARGV` under cProfile in every thread; dump the stats to OUT on exit.
+
+    Each thread's profiler counts that thread's CPU time (`time.thread_time`), so waiting (for
+    the GIL, a socket, a worker's answer) costs nothing and the entries add up to CPU spent.
+    """
     profiles: list[cProfile.Profile] = []
     lock = threading.Lock()
 
     def start_thread_profiler(*_):
         # threading.setprofile's hook runs at a new thread's first event; enabling a profiler
         # there replaces the hook for that thread.
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         with lock:
             profiles.append(profiler)
         profiler.enable()
 
     threading.setprofile(start_thread_profiler)
-    main_profiler = cProfile.Profile()
+    main_profiler = cProfile.Profile(time.thread_time)
     profiles.append(main_profiler)
     from cli.main import main
 
@@ -811,12 +900,88 @@ def profile_node(args, scratch: Path, generator: Generator) -> dict:
                          f"profiled pair {kind}")
     finally:
         setup.stop()
+    common.OUT_DIR.mkdir(parents=True, exist_ok=True)
+    kept = common.OUT_DIR / f"pair_bench_primary_{kind}.prof"
+    shutil.copyfile(out, kept)
+    common.progress(f"profile of the primary kept in {kept}")
     text = io.StringIO()
     stats = pstats.Stats(out, stream=text)
+    text.write(_by_module(stats) + "\n")
     stats.strip_dirs().sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
     print(text.getvalue())
     return {"result": result, "profile": text.getvalue()}
+
+
+def _by_module(stats: pstats.Stats, limit: int = 20, what: str = "the primary node process") -> str:
+    """CPU (own time) summed per source file: evedb modules, stdlib modules, C methods."""
+    totals: dict[str, float] = {}
+    for (filename, _, name), (_, _, own, _, _) in stats.stats.items():
+        if filename == "~":
+            key = name
+        elif "site-packages/" in filename:
+            key = "site-packages/" + filename.split("site-packages/")[1].split("/")[0]
+        elif "/evedb/" in filename or "/cli/" in filename or "/bench/" in filename or "/mixer_rules/" in filename:
+            key = filename.split("/work/main/")[-1] if "/work/main/" in filename else os.path.basename(filename)
+        else:
+            key = "stdlib " + os.path.basename(filename)
+        totals[key] = totals.get(key, 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    rows = sorted(totals.items(), key=lambda item: -item[1])[:limit]
+    lines = [f"CPU of {what} by source (own time, {whole:.2f} s in all):"]
+    lines += [f"  {seconds:7.3f} s {seconds / whole * 100:5.1f}%  {key}" for key, seconds in rows]
+    return "\n".join(lines)
+
+
+def profile_engine(args, scratch: Path) -> dict:
+    """One replica's execution of batches in this process (ExecutionEngine, --workers 1, no
+    network): what a batch of null calls or point updates costs to execute, hash and commit."""
+    from evedb import storage
+    from evedb.engine import ExecutionEngine
+    from evedb.messages import Batch
+    from mixer_rules import load_rules
+
+    path = scratch / "engine.db"
+    connection = storage.open_connection(str(path))
+    storage.ensure_internal_tables(connection)
+    connection.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)")
+    with connection:
+        connection.executemany("INSERT INTO kv VALUES (?, ?)", [(k, "abcdefghijabcdef") for k in range(1, KV_ROWS + 1)])
+    connection.close()
+    engine = ExecutionEngine(str(path), workers=1, options=storage.StorageOptions(reply_cache=True),
+                             procedure_modules=[NULL_MODULE], rules=load_rules(str(NULL_RULES)))
+    rng = random.Random(args.seed)
+    kind = args.profile_engine
+    size = 64
+    state = {"seq": 0}
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            state["seq"] += 1
+            seq = state["seq"]
+            if kind == "null":
+                requests = [Request.call(f"c{i}", seq, "evedb_null", (i,)) for i in range(size)]
+            else:
+                requests = [Request.statement(f"c{i}", seq, UPDATE, (f"v{seq}", rng.randint(1, KV_ROWS)))
+                            for i in range(size)]
+            engine.execute(Batch(seq, 0, 1_700_000_000_000 + seq, seq * 7919, tuple(requests)))
+            engine.commit(seq)
+
+    run(20)
+    started = time.perf_counter()
+    run(200)
+    per_request_us = (time.perf_counter() - started) / (200 * size) * 1e6
+    profiler = cProfile.Profile()
+    profiler.runcall(run, 200)
+    engine.close()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    text.write(f"engine, {kind}, batches of {size}: {per_request_us:.1f} µs per request "
+               "(execute + token + commit, one replica, no profiler)\n")
+    text.write(_by_module(stats, what="this process (one replica's engine)") + "\n")
+    stats.strip_dirs().sort_stats("tottime").print_stats(20)
+    print(text.getvalue())
+    return {"kind": kind, "batch": size, "us_per_request": per_request_us, "profile": text.getvalue()}
 
 
 # --------------------------------------------------------------------------- main
@@ -829,7 +994,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     arguments = common.parser(__doc__.split("\n\n")[0])
     arguments.add_argument("--duration", type=float, default=None, help="seconds per measured run")
-    arguments.add_argument("--clients", type=int, default=32, help="closed-loop clients (kv workloads)")
+    arguments.add_argument("--clients", type=int, default=64, help="closed-loop clients (kv workloads)")
     arguments.add_argument("--rounds", type=int, default=None, help="rounds of the three modes")
     arguments.add_argument("--warmup", type=float, default=None, help="seconds of load before each window")
     arguments.add_argument("--null-clients", type=int, nargs="+", default=None,
@@ -837,9 +1002,14 @@ def main(argv: list[str] | None = None) -> None:
     arguments.add_argument("--generator", choices=("inline", "process"), default="inline",
                            help="where the load generator runs for the measurements")
     arguments.add_argument("--no-null", action="store_true", help="skip the null-request runs")
+    arguments.add_argument("--quiet-wait", type=float, default=None,
+                           help="seconds to wait, at most, before each run for the machine to be idle"
+                                " (default 60, --quick 5)")
     arguments.add_argument("--no-generator-check", action="store_true", help="skip the generator placement check")
     arguments.add_argument("--profile-node", choices=("mixed", "write", "null"), default=None,
                            help="only: profile the pair's primary under this workload")
+    arguments.add_argument("--profile-engine", choices=("write", "null"), default=None,
+                           help="only: profile one replica's engine executing batches of 64, in process")
     args = arguments.parse_args(argv)
     if args.quick:
         args.duration = args.duration or 4.0
@@ -849,13 +1019,14 @@ def main(argv: list[str] | None = None) -> None:
         args.null_duration = args.duration
         args.generator_rounds = 0
     else:
-        args.duration = args.duration or 8.0
-        args.rounds = args.rounds or 3
+        args.duration = args.duration or 6.0
+        args.rounds = args.rounds or 5
         args.warmup = 1.0 if args.warmup is None else args.warmup
-        args.null_clients = args.null_clients or [128, 256]
+        args.null_clients = args.null_clients or [64, 256]
         args.null_duration = args.duration
         args.generator_rounds = 2
         args.generator_duration = min(args.duration, 5.0)
+    QUIET["max_wait_s"] = args.quiet_wait if args.quiet_wait is not None else (5.0 if args.quick else 60.0)
     if args.no_generator_check:
         args.generator_rounds = 0
     _check_plain_encoding()
@@ -864,6 +1035,10 @@ def main(argv: list[str] | None = None) -> None:
     payload: dict = {"arguments": {k: v for k, v in vars(args).items()}}
     try:
         with common.scratch_directory() as scratch:
+            if args.profile_engine:
+                payload["profile"] = profile_engine(args, scratch)
+                common.write_json("pair_bench_engine_profile", payload)
+                return
             if args.profile_node:
                 payload["profile"] = profile_node(args, scratch, generator)
                 common.write_json("pair_bench_profile", payload)

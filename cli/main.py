@@ -145,5 +145,65 @@ def shell_command(dsn, timeout) -> None:
     sys.exit(run_shell(dsn, timeout=timeout, echo=click.echo))
 
 
+@main.command("sim")
+@click.option("--seed", type=int, default=0, show_default=True, help="The first seed to run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="How many seeds, from --seed on.")
+@click.option("--duration-ms", type=click.IntRange(min=100), default=3000, show_default=True,
+              help="Simulated time with faults, before a quiet tail.")
+@click.option("--verbose", is_flag=True, help="Print each run's fault profile and full trace.")
+def sim_command(seed, seeds, duration_ms, verbose) -> None:
+    """Run the seeded simulator of the replication protocol; exit 1 on any violation."""
+    from evedb.sim import run_cli
+
+    sys.exit(run_cli(seed, seeds, duration_ms=duration_ms, verbose=verbose, echo=click.echo))
+
+
+@main.group("tpcw")
+def tpcw_group() -> None:
+    """TPC-W: load the database (and, later, drive the workload)."""
+
+
+@tpcw_group.command("populate")
+@click.argument("dsn")
+@click.option("--items", type=int, required=True, help="NUM_ITEMS: 1000, 10000, 100000, 1000000 or 10000000.")
+@click.option("--ebs", type=int, required=True, help="NUM_EBS: customers = 2880 x EBs.")
+@click.option("--seed", type=int, default=12345, show_default=True, help="Seed of the generated data.")
+@click.option("--batch-rows", type=int, default=4000, show_default=True, help="Rows per atomic script.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes of an embedded database (ignored for evedb://).")
+@click.option("--drop", "drop_existing", is_flag=True, help="Replace TPC-W tables already in the database.")
+@click.option("--no-analyze", "no_analyze", is_flag=True, help="Skip ANALYZE after creating the indexes.")
+@click.option("--progress", "show_progress", is_flag=True, help="Show a progress bar.")
+def tpcw_populate_command(dsn, items, ebs, seed, batch_rows, workers, drop_existing, no_analyze,
+                          show_progress) -> None:
+    """Create and load the TPC-W tables in DSN (a database file or evedb://host:port,...)."""
+    from evedb.errors import Error
+    from tpcw.populate import populate
+
+    bar = click.progressbar(length=1, label="populating", file=sys.stderr) if show_progress else None
+    done = [0]
+
+    def progress(rows_done: int, rows_total: int) -> None:
+        bar.length = rows_total
+        bar.update(rows_done - done[0])
+        done[0] = rows_done
+
+    options = dict(seed=seed, batch_rows=batch_rows, workers=workers, drop_existing=drop_existing,
+                   analyze=not no_analyze)
+    try:
+        if bar is None:
+            report = populate(dsn, items, ebs, **options)
+        else:
+            with bar:
+                report = populate(dsn, items, ebs, progress=progress, **options)
+    except (ValueError, Error) as error:
+        raise click.ClickException(str(error))
+    for table, count in report.rows.items():
+        click.echo(f"{table:20s} {count:>12,}")
+    click.echo(f"{'total':20s} {report.total_rows:>12,} rows in {report.load_seconds:.2f} s "
+               f"({report.rows_per_second:,.0f} rows/s); indexes{' + ANALYZE' if report.analyzed else ''} "
+               f"{report.index_seconds:.2f} s")
+
+
 if __name__ == "__main__":
     main()

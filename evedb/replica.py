@@ -10,29 +10,38 @@ Roles and the rules each keeps:
   and executes it; when both tokens for the oldest in-flight batch are known it commits and
   releases that batch's replies if they agree.  If they differ, both roll back to before that
   batch and re-execute every in-flight batch sequentially (a higher `attempt`); if the
-  sequential tokens still differ, the primary's state is taken: it commits, and the backup is
-  told to repair itself by state transfer.  No reply of a write ever leaves before its batch
-  commits.  Without a backup in sync (silent past `peer_timeout_ms`, or catching up) the
-  primary commits alone, and then only sequential executions: nothing would catch a wrong
-  parallel one.  It keeps a log of committed batches for the backup's catch-up.
+  sequential tokens still differ, the primary's state is taken: the backup is told to repair
+  itself by state transfer, and the batch commits once the backup is out of sync.  No reply of
+  a write ever leaves before its batch commits.  Without a backup in sync (silent past
+  `peer_timeout_ms`, or catching up) the primary commits alone, and then only sequential
+  executions: nothing would catch a wrong parallel one.  It keeps a log of committed batches
+  for the backup's catch-up.
 - BACKUP executes batches in seq order and reports tokens; it commits what the primary commits.
-  If the primary is silent past the timeout and this backup is in sync, it takes view + 1,
-  re-executes its uncommitted batches sequentially (so any batch whose replies the primary had
-  released survives, and retries find their replies in the reply cache) and serves.
+  A higher attempt undoes from the first batch it holds with a lower one (an earlier seq's
+  Execute may still be on its way) and runs every undone batch again.  If the primary is silent
+  past the timeout and this backup is in sync, it takes view + 1, re-executes its uncommitted
+  batches sequentially (so any batch whose replies the primary had released survives, and
+  retries find their replies in the reply cache) and serves.
 - A node that sees a higher view in any message steps down and re-syncs; a node that sees a
   lower view tells the sender with a heartbeat.
 
 Being "in sync" is what makes a take-over safe: while the backup believes it is in sync, the
-primary must commit nothing the backup has not executed.  So:
+primary must commit nothing the backup has not executed.  Messages may be lost, duplicated and
+reordered, so:
 - the backup becomes in sync only at a *sync point*: an empty CatchUp that the primary sends
-  when it starts counting on the backup (PeerState.SYNCED), at the backup's committed seq;
+  when it starts counting on the backup (PeerState.SYNCED), at the backup's committed seq; a
+  backup that dropped batches while in sync ignores sync points for `peer_timeout_ms` (one
+  sent before the drop may count on them);
+- a backup in sync leaves it only on evidence that the primary went on without it (a heartbeat
+  not in sync with a higher committed seq, catch-up entries beyond its own) or restarted (an
+  Execute replacing a batch it holds); a Hello may only mean a new link;
 - a SYNCED primary goes on without its backup only after the peer timeout (the backup is
   down), or when the backup says it is out of sync (SyncRequest, StateRequest) at least
   `peer_timeout_ms` after the last sync point or this node's start: an older message may
   predate a sync point the backup has since reached (the synchronous model: message delays
-  stay below the peer timeout).  A backup's Hello (a new link) is not such a message;
-- a node that (re)started goes on alone only after it has heard its peer in this life: while
-  it was down, the peer may have taken over in a higher view.
+  stay below the peer timeout).  A backup's Hello is not such a message;
+- a node that (re)started goes on alone, and releases reads, only after it has heard its peer
+  in this life: while it was down, the peer may have taken over in a higher view.
 
 The runtime's side of the contract: actions are performed in order, and a Send or SendReply
 leaves only after the engine work asked for before it is done (a reply after its CommitUpTo
@@ -178,6 +187,7 @@ class _InFlight:
     local_replies: tuple[Reply, ...] | None = None
     remote_token: bytes | None = None
     sent_ms: int = -1
+    repair_requested: bool = False  # tokens still differ sequentially: the backup must take the state
 
 
 @dataclass(slots=True)
@@ -222,7 +232,8 @@ class Replica:
         self._in_flight: dict[int, _InFlight] = {}
         self._known_requests: set[tuple[str, int]] = set()
         self._log: dict[int, tuple[Batch, bytes]] = {}  # committed batches, contiguous up to committed_seq
-        # A restarted primary counts on its backup until the backup says otherwise or times out.
+        # A (re)started primary counts on its backup until the backup says otherwise or, once
+        # heard from, falls silent.
         self.peer = PeerState.SYNCED
         # The last sync point (or the start): backup messages older than it may be on the way.
         self._sync_point_ms = now_ms
@@ -241,6 +252,7 @@ class Replica:
         self._installing_state = False
         self._state_requested_ms = -(10**12)
         self._last_sync_request_ms = -(10**12)
+        self._dropped_ms = -(10**12)  # when this backup, in sync, last dropped its uncommitted batches
 
     # --- inspection ---
 
@@ -427,6 +439,9 @@ class Replica:
         self._pending_reads.clear()
         self._reads.clear()
         self._batcher = Batcher(self.config.max_batch, self.config.batch_delay_ms, self.committed_seq + 1, self.view)
+        if self.synced:
+            # The primary may have counted on tokens of batches just dropped (see _on_CatchUp).
+            self._dropped_ms = self._now_ms
         self.synced = False
 
     # Primary-side handlers.
@@ -442,10 +457,11 @@ class Replica:
             # says so (SyncRequest), so a SYNCED primary waits for that.
             if self.peer is not PeerState.SYNCED:
                 self._begin_catch_up(message.committed_seq, now_ms)
-        elif message.role == Role.PRIMARY.value:
-            # The primary (re)started: whatever it did not commit is gone there; re-sync.
-            self._drop_uncommitted()
+        elif message.role == Role.PRIMARY.value and not self.synced:
             self._request_sync(now_ms, force=True)
+        # A backup in sync goes on: a Hello may only mean the link was dialled again, and the
+        # primary may already have committed batches on tokens this backup reported.  If the
+        # primary restarted, its next batch replaces one this backup holds (see _on_Execute).
 
     def _on_SyncRequest(self, message: SyncRequest, now_ms: int) -> None:
         if self.role is Role.PRIMARY:
@@ -555,8 +571,8 @@ class Replica:
         known = entry.batch if entry is not None else (self._buffer[seq].batch if seq in self._buffer else None)
         if known is not None and known != message.batch:
             # Within one life of a primary a seq names one batch: this primary restarted since
-            # (its Hello was lost or is late) and numbers its batches afresh, attempts too.
-            # As on its Hello: forget what is uncommitted and re-sync.
+            # and numbers its batches afresh, attempts too.  What this backup has not committed
+            # died with the primary's previous life: forget it and re-sync.
             self._log_line(f"batch {seq} replaced: the primary restarted; re-syncing")
             self._drop_uncommitted()
             self._request_sync(now_ms, force=True)
@@ -568,15 +584,20 @@ class Replica:
                 return
             if message.attempt < entry.attempt:
                 return
-            # A higher attempt: the primary saw a divergence; undo from here and re-execute.
-            self._rollback_to(seq)
-            del self._executed[seq]
-            for later in sorted(s for s in self._executed if s > seq):
+            # A higher attempt: the primary saw a divergence at this seq or an earlier one and
+            # re-executes from there, and the Execute of an earlier seq may still be on its way.
+            # Undo from the first batch held with a lower attempt, so this attempt runs on the
+            # state the primary's did (the batches before its divergence committed there on
+            # matching tokens: running them again sequentially changes nothing).
+            first = min(s for s, held in self._executed.items() if s <= seq and held.attempt < message.attempt)
+            self._rollback_to(first)
+            for later in sorted(s for s in self._executed if s >= first):
                 old = self._executed.pop(later)
-                # A later batch the primary sent after its rollback keeps its attempt, and the
-                # primary may already have committed it on the token reported: run it again
-                # after this one (unless a newer attempt of it waits), never just forget it,
-                # and sequentially, so this run ends in the state that token stood for.
+                if later == seq:
+                    continue
+                # Every other batch undone keeps its attempt (the primary may already have
+                # committed it on the token reported): it runs again, sequentially, so this
+                # run ends in the state that token stood for, unless a newer attempt waits.
                 waiting = self._buffer.get(later)
                 if waiting is None or waiting.attempt < old.attempt:
                     self._buffer[later] = Execute(self.view, old.batch, old.attempt, True)
@@ -617,13 +638,22 @@ class Replica:
     def _on_Heartbeat(self, message: Heartbeat, now_ms: int) -> None:
         if self.role is Role.BACKUP and message.role == Role.PRIMARY.value:
             if self.synced and not message.peer_synced:
-                # The primary went on without this backup: re-sync.
-                self._drop_uncommitted()
-                self._request_sync(now_ms, force=True)
+                if message.committed_seq > self.committed_seq:
+                    # The primary went on without this backup: re-sync.
+                    self._drop_uncommitted()
+                    self._request_sync(now_ms, force=True)
+                # Else it committed nothing without this backup (and the heartbeat may be older
+                # than this backup's sync point): staying in sync is safe.  Its batches were not
+                # checked against this backup's tokens, so none is committed here on its word.
             elif self.synced:
                 self._commit_backup(message.committed_seq)
             elif not self._catch_up and not self._awaiting_state:
                 self._request_sync(now_ms)
+        elif self.role is Role.PRIMARY and message.role == Role.BACKUP.value:
+            if message.peer_synced and self.peer is not PeerState.SYNCED:
+                # The backup believes it is in sync while this primary does not count on it:
+                # make it a sync point, or show it the batches it lacks.
+                self._begin_catch_up(message.committed_seq, now_ms)
         # Two primaries of one view cannot tell from a heartbeat which one keeps the view (it
         # names no node): the Hello on every new link settles it.
 
@@ -635,6 +665,11 @@ class Replica:
             # Only a backup holding exactly the primary's committed batches can take it; any
             # other is stale or early, and the backup keeps asking (SyncRequest).
             if self.synced or self._catch_up or self.committed_seq != message.primary_committed_seq:
+                return
+            if now_ms - self._dropped_ms < self.config.peer_timeout_ms:
+                # Possibly sent before this backup, in sync, dropped batches whose tokens the
+                # primary may have committed on: taking it would make a backup "in sync" that
+                # lacks committed batches.  It keeps asking.
                 return
             if self._executed:
                 self._drop_uncommitted()
@@ -699,9 +734,15 @@ class Replica:
                 self._reexecute_from(seq, diverged=verdict is Verdict.DIVERGE)
                 return
             if verdict is Verdict.TAKE_PRIMARY:
-                self._log_line(f"batch {seq}: tokens differ after sequential re-execution: backup takes the primary's state")
-                self.peer = PeerState.CATCHING_UP
-                self._send(NeedState(self.view, seq))
+                # The primary's state wins, but committing it alone while the backup still
+                # believes it is in sync would make a take-over lose it: tell the backup to
+                # take the state, and commit once it is out of sync (it asks for the state).
+                if not entry.repair_requested:
+                    self._log_line(f"batch {seq}: tokens differ after sequential re-execution: backup takes the primary's state")
+                    entry.repair_requested = True
+                    entry.sent_ms = self._now_ms
+                    self._send(NeedState(self.view, seq))
+                return
             self._commit_primary(seq, entry)
 
     def _commit_primary(self, seq: int, entry: _InFlight) -> None:
@@ -732,6 +773,7 @@ class Replica:
             entry = self._in_flight[later]
             entry.attempt, entry.sequential = attempt, True
             entry.local_token = entry.local_replies = entry.remote_token = None
+            entry.repair_requested = False
             self._dispatch(entry, self._now_ms)
         self.stats.sequential_reexecutions += 1
         self._rerun_reads_after(seq)
@@ -799,7 +841,12 @@ class Replica:
             if self.peer is PeerState.SYNCED:
                 for seq in sorted(self._in_flight):
                     entry = self._in_flight[seq]
-                    if entry.remote_token is None and now_ms - entry.sent_ms >= self.config.retransmit_ms:
+                    if now_ms - entry.sent_ms < self.config.retransmit_ms:
+                        continue
+                    if entry.repair_requested:
+                        entry.sent_ms = now_ms
+                        self._send(NeedState(self.view, seq))
+                    elif entry.remote_token is None:
                         entry.sent_ms = now_ms
                         self._send(Execute(self.view, entry.batch, entry.attempt, entry.sequential))
             self._pump(now_ms)

@@ -366,7 +366,11 @@ def replicated_tables(connection: apsw.Connection) -> list[str]:
 
 
 def is_replicated_table(table: str) -> bool:
-    return table == REPLIES_TABLE or not table.startswith(INTERNAL_PREFIX)
+    """User tables and the reply cache; never evedb's bookkeeping or SQLite's own tables
+    (sqlite_stat1 and friends are derived from the data by ANALYZE and have no key)."""
+    if table == REPLIES_TABLE:
+        return True
+    return not table.startswith(INTERNAL_PREFIX) and not table.lower().startswith("sqlite_")
 
 
 def table_columns(connection: apsw.Connection, table: str) -> tuple[list[str], list[str]]:

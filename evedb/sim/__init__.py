@@ -1,12 +1,16 @@
 """Seeded simulator driving the protocol core (`evedb.replica.Replica`) with faults.
 
 Two cores ("a", primary of view 0, and "b", its backup) run against fake execution engines
-(a key-value state machine with undo and a reply cache, `store.py`) over a simulated network
-(`network.py`) that loses, delays, reorders and duplicates messages, with closed-loop clients
-(`clients.py`), crashes and restarts, and forced divergence of parallel executions
-(`cluster.py`).  After each run, checks (`checks.py`) compare both nodes' committed roots,
-replay the committed log sequentially against every acknowledged reply, look for lost
-acknowledged writes, and require the pair to be live and in sync after a quiet tail.
+and are checked at the end of every run.  One job per module:
+
+- `store`: the fake engine, a key-value state machine with undo and a reply cache;
+- `node`: one node: its core, its store, what survives a crash, actions performed in order;
+- `network`: the fate of each message: lost, delayed (so reordered), duplicated;
+- `clients`: closed-loop clients that retry the same request until answered;
+- `cluster`: the clock, the event queue, crashes, restarts, link breaks, forced divergence;
+- `history`: what the run observed; `checks`: equal committed roots on both nodes, replies
+  equal to a sequential replay of the committed log, no acknowledged write lost, the pair
+  live and in sync after a quiet tail; `report`: summaries and the `evedb sim` command.
 
 A run is a function of (seed, SimConfig) alone, so a failing seed replays exactly:
 
@@ -19,6 +23,6 @@ from __future__ import annotations
 
 from .cluster import Cluster, SimConfig, SimResult, run_seed
 from .network import LinkFaults
-from .report import format_result, run_seeds
+from .report import format_result, run_cli, run_seeds
 
-__all__ = ["Cluster", "LinkFaults", "SimConfig", "SimResult", "format_result", "run_seed", "run_seeds"]
+__all__ = ["Cluster", "LinkFaults", "SimConfig", "SimResult", "format_result", "run_cli", "run_seed", "run_seeds"]

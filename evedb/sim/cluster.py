@@ -9,9 +9,9 @@ Rules kept:
   no wall clock, no global random, no iteration over sets or unordered dicts;
 - at most one node is down at a time (the pair tolerates one fault); a crash planned while the
   other node is down is skipped;
-- faults (crashes, loss, duplication, forced divergence) stop at `duration_ms`: every node is
-  restarted, the network heals, and the quiet tail lets clients finish; clients stop starting
-  new requests `drain_ms` before the end;
+- faults (crashes, link breaks, loss, duplication, forced divergence) stop at `duration_ms`:
+  every node is restarted, the network heals, and the quiet tail lets clients finish; clients
+  stop starting new requests `drain_ms` before the end;
 - the checks (checks.py) run after the end; a violation seen while running is kept too.
 """
 
@@ -22,16 +22,19 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from ..replica import PeerState, ReplicaConfig, Role
+from ..replica import ReplicaConfig, Role
 from .checks import check_run
 from .clients import SimClient
-from .history import Ack, History
+from .history import Ack, History, brief
 from .network import LinkFaults, Network
 from .node import SimNode
 
 
 @dataclass(frozen=True)
 class SimConfig:
+    """Everything a run depends on besides its seed.  Times are simulated ms; the protocol's
+    timers are scaled down from production (heartbeat 50, peer timeout 300, retransmit 100)."""
+
     duration_ms: int = 3000  # the faulty part of the run
     tail_ms: int = 2500  # the quiet tail after it
     drain_ms: int = 1000  # no new client requests in the last drain_ms
@@ -55,8 +58,13 @@ class SimConfig:
     link: LinkFaults | None = None
     diverge_prob: float | None = None
     crashes: tuple[tuple[int, str, int], ...] | None = None  # (at_ms, node, down_ms)
+    reconnects: tuple[int, ...] | None = None  # when the peer link breaks and both ends redial
     forced_divergence: tuple[tuple[str, int], ...] = ()  # (node, seq): that parallel execution goes wrong
     max_events: int = 3_000_000
+    # The runtime's side of the core's contract: a Send or SendReply leaves only after the engine
+    # work asked for before it.  False breaks it (replies before their commit is durable), to
+    # show what that costs.
+    sends_wait_for_engine: bool = True
     trace_messages: bool = False  # note every peer message delivered (verbose debugging)
 
 
@@ -84,12 +92,21 @@ class Cluster:
         self._queue: list = []
         self._counter = itertools.count()
         self.events = 0
+        self._link_epoch = 0  # a broken peer link loses what travels on it
         self.end_ms = config.duration_ms + config.tail_ms
         self.stop_requests_ms = self.end_ms - config.drain_ms
         link, diverge_prob, crashes = self._fault_profile()
         # A short primary log makes a returning backup need a state transfer more often.
         log_limit = config.log_limit if config.log_limit is not None else self.rng.choice((16, 100_000))
-        self.profile = {"link": link, "diverge_prob": diverge_prob, "crashes": crashes, "log_limit": log_limit}
+        # Peer links that break and are dialled again, neither node restarting.
+        drawn_reconnects = tuple(sorted(self.rng.randint(100, max(101, config.duration_ms - 100))
+                                        for _ in range(self.rng.choice((0, 0, 1, 3)))))
+        if config.reconnects is not None:
+            self._reconnects = config.reconnects
+        else:
+            self._reconnects = drawn_reconnects if config.faults else ()
+        self.profile = {"link": link, "diverge_prob": diverge_prob, "crashes": crashes, "log_limit": log_limit,
+                        "reconnects": self._reconnects}
         self.network = Network(self.rng, link)
         replica_config = dict(max_batch=config.max_batch, batch_delay_ms=config.batch_delay_ms,
                               pipeline_depth=config.pipeline_depth, heartbeat_ms=config.heartbeat_ms,
@@ -143,6 +160,8 @@ class Cluster:
             self.schedule(self.rng.randint(0, 20), lambda c=client: self._issue(c))
         for at_ms, node_id, down_ms in self._crashes:
             self.schedule(at_ms, lambda n=node_id, d=down_ms: self._crash(n, d))
+        for at_ms in self._reconnects:
+            self.schedule(at_ms, self._reconnect)
         self.schedule(config.duration_ms, self._end_faults)
         while self._queue:
             at_ms, _, function = heapq.heappop(self._queue)
@@ -171,6 +190,14 @@ class Cluster:
             node = self.nodes[node_id]
             life = node.life
             self.schedule(self.now_ms + delay, lambda n=node, l=life: n.peer_connected() if n.life == l else None)
+
+    def _reconnect(self) -> None:
+        """The peer link breaks: what is on it is lost, and both ends dial again."""
+        if self.now_ms >= self.config.duration_ms or not all(node.up for node in self.nodes.values()):
+            return
+        self.history.note(self.now_ms, "sim", "peer link breaks; both ends redial")
+        self._link_epoch += 1
+        self._connect_both(self.rng.choice(self.NODE_IDS))
 
     def _crash(self, node_id: str, down_ms: int) -> None:
         node, other = self.nodes[node_id], self.nodes["b" if node_id == "a" else "a"]
@@ -203,14 +230,14 @@ class Cluster:
         receiver = self.nodes[sender.peer_id]
         if not receiver.up:
             return
-        lives = (sender.life, receiver.life)
+        lives = (sender.life, receiver.life, self._link_epoch)
         for delay in self.network.deliveries():
             self.schedule(self.now_ms + delay, lambda: self._deliver_peer(sender, receiver, lives, message))
 
     def _deliver_peer(self, sender: SimNode, receiver: SimNode, lives, message) -> None:
-        if (sender.life, receiver.life) == lives:
+        if (sender.life, receiver.life, self._link_epoch) == lives:
             if self.config.trace_messages:
-                self.history.note(self.now_ms, receiver.node_id, f"<- {_brief(message)}")
+                self.history.note(self.now_ms, receiver.node_id, f"<- {brief(message)}")
             receiver.peer_message(message)
 
     def send_client(self, sender: SimNode, reply) -> None:
@@ -304,23 +331,6 @@ class Cluster:
         return max(primaries, key=lambda node: (node.replica.view, node.node_id))
 
 
-def _brief(message) -> str:
-    """A peer message in one short line (batches by seq and size only)."""
-    fields = []
-    for name in message.__slots__:
-        value = getattr(message, name)
-        if name == "batch":
-            value = f"<seq {value.seq} view {value.view} x{len(value.requests)}>"
-        elif name == "entries":
-            value = f"<{len(value)} entries {value[0][0].seq}..{value[-1][0].seq}>" if value else "<>"
-        elif name in ("token", "schema_hash", "state_root"):
-            value = value.hex()[:8]
-        elif name == "pages":
-            value = f"<{len(value)} pages>"
-        fields.append(f"{name}={value}")
-    return f"{type(message).__name__}({', '.join(fields)})"
-
-
 def run_seed(seed: int, config: SimConfig | None = None, **overrides) -> SimResult:
     """Run one seed; `overrides` replace fields of `config` (e.g. duration_ms=5000)."""
     config = config or SimConfig()
@@ -329,4 +339,4 @@ def run_seed(seed: int, config: SimConfig | None = None, **overrides) -> SimResu
     return Cluster(seed, config).run()
 
 
-__all__ = ["Cluster", "LinkFaults", "PeerState", "SimConfig", "SimResult", "run_seed"]
+__all__ = ["Cluster", "LinkFaults", "SimConfig", "SimResult", "run_seed"]

@@ -3,7 +3,8 @@
 Owns the record of: every commit point of every node (seq -> batch and state root), the
 acknowledgements clients received, the timeline of the highest committed seq, violations seen
 while running (misuse of the engine, a committed state going backwards), and a trace of
-decisions and faults.  Recording never changes the run.
+decisions and faults (`brief` writes a peer message in one line for it).  Recording never
+changes the run.
 """
 
 from __future__ import annotations
@@ -66,4 +67,23 @@ class History:
 
     def format_trace(self, last: int | None = None) -> list[str]:
         lines = [f"t={when:>6} {who}: {text}" for when, who, text in self.trace]
-        return lines if last is None else lines[-last:]
+        if last is None:
+            return lines
+        return lines[-last:] if last > 0 else []
+
+
+def brief(message) -> str:
+    """A peer message in one short line (batches by seq and size only)."""
+    fields = []
+    for name in message.__slots__:
+        value = getattr(message, name)
+        if name == "batch":
+            value = f"<seq {value.seq} view {value.view} x{len(value.requests)}>"
+        elif name == "entries":
+            value = f"<{len(value)} entries {value[0][0].seq}..{value[-1][0].seq}>" if value else "<>"
+        elif name in ("token", "schema_hash", "state_root"):
+            value = value.hex()[:8]
+        elif name == "pages":
+            value = f"<{len(value)} pages>"
+        fields.append(f"{name}={value}")
+    return f"{type(message).__name__}({', '.join(fields)})"

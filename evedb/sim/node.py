@@ -8,9 +8,10 @@ Rules kept, mirroring the asyncio runtime (evedb/runtime/node.py) and the core's
 - actions are *performed in order* through one FIFO engine queue: engine work takes simulated
   time, and a Send or SendReply goes out only once the work queued before it is done (a reply
   never leaves before its CommitUpTo is durable, a Commit message never before the
-  primary's own commit).  Results (`on_executed`, `on_reads_executed`, ...) come back to the
-  core when their work completes, in order, possibly after the core has moved on: the core
-  must recognise stale ones;
+  primary's own commit; SimConfig.sends_wait_for_engine=False breaks this on purpose).
+  Results (`on_executed`, `on_reads_executed`, ...) come back to the core when their work
+  completes, in order, possibly after the core has moved on: the core must recognise stale
+  ones;
 - a crash discards the core, everything queued on the engine and every message in flight to
   or from this life (`life` changes); the store recovers to its committed state; a restart
   builds a new core from the persisted (view, role) and the store's committed seq;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..messages import Batch, Reply, Request, StateData, StateRequest
+from ..messages import Batch, Request, StateData, StateRequest
 from ..replica import (
     CommitUpTo,
     ExecuteBatch,
@@ -143,6 +144,9 @@ class SimNode:
     def _enqueue(self, action) -> None:
         world = self.world
         kind = type(action)
+        if kind in (Send, SendReply) and not world.config.sends_wait_for_engine:
+            self._perform(self.life, action)  # the contract broken on purpose (see SimConfig)
+            return
         if kind is ExecuteBatch:
             duration = world.rng.randint(1, 4) * (2 if action.sequential else 1)
         elif kind in (Send, SendReply, Log):

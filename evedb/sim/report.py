@@ -53,3 +53,12 @@ def run_seeds(first: int, count: int, config: SimConfig | None = None, *, echo=N
             for line in format_result(result, verbose=verbose):
                 echo(line)
     return results
+
+
+def run_cli(first: int, count: int, *, duration_ms: int, verbose: bool, echo) -> int:
+    """What `evedb sim` does: run the seeds, print each summary, return the exit status."""
+    config = SimConfig(duration_ms=duration_ms)
+    failed = [result.seed for result in run_seeds(first, count, config, echo=echo, verbose=verbose) if not result.ok]
+    if count > 1:
+        echo(f"{count} seeds, {len(failed)} failed" + (f": {failed}" if failed else ""))
+    return 1 if failed else 0
