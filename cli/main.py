@@ -54,7 +54,8 @@ def demo_command(workers, seconds, clients) -> None:
               help="The role this node starts in (a restarted node resumes its stored role and view).")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Data directory.")
 @click.option("--listen", required=True, help="HOST:PORT for clients and the peer.")
-@click.option("--peer", required=True, help="HOST:PORT of the other node.")
+@click.option("--peer", default=None,
+              help="HOST:PORT of the other node; without it the node runs alone, unreplicated.")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Shared secret for the HMAC on peer frames.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")

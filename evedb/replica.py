@@ -80,7 +80,7 @@ from .messages import (
     SyncRequest,
     TokenReport,
 )
-from .verification import PrimaryBackupVerification, Verdict
+from .verification import PrimaryBackupVerification, UnreplicatedVerification, Verdict
 
 
 class Role(str, enum.Enum):
@@ -176,6 +176,9 @@ class ReplicaConfig:
     peer_timeout_ms: int = 1500
     retransmit_ms: int = 300
     log_limit: int = 100_000
+    # No peer at all: a single unreplicated node (commits its own executions, parallel ones
+    # included, with nothing to check them; the baseline the pair is measured against).
+    standalone: bool = False
 
 
 @dataclass(slots=True)
@@ -237,6 +240,10 @@ class Replica:
         self.peer = PeerState.SYNCED
         # The last sync point (or the start): backup messages older than it may be on the way.
         self._sync_point_ms = now_ms
+        if config.standalone:
+            self.verification = UnreplicatedVerification()
+            self.peer = PeerState.DOWN
+            self._heard_peer = True
         self._paused_for_sync = False
         self._backup_committed = -1
         self._pending_state_request: StateRequest | None = None
@@ -269,7 +276,9 @@ class Replica:
             "view": self.view,
             "committed_seq": self.committed_seq,
             "in_flight": len(self._in_flight) if self.role is Role.PRIMARY else len(self._executed),
-            "peer": self.peer.value if self.role is Role.PRIMARY else ("synced" if self.synced else "not synced"),
+            "peer": "none" if self.config.standalone else (
+                self.peer.value if self.role is Role.PRIMARY else ("synced" if self.synced else "not synced")
+            ),
             "divergences": self.stats.divergences,
             "state_transfers": self.stats.state_transfers,
             "view_changes": self.stats.view_changes,
@@ -395,7 +404,7 @@ class Replica:
     def on_peer_message(self, message, now_ms: int) -> None:
         self._now_ms = now_ms
         view = getattr(message, "view", None)
-        if view is None:
+        if view is None or self.config.standalone:
             return
         self._heard_peer = True
         if view < self.view:
@@ -798,7 +807,8 @@ class Replica:
             if batch is None:
                 break
             # Alone, a batch runs sequentially: nobody could check a parallel run.
-            entry = self._in_flight[batch.seq] = _InFlight(batch, sequential=self.peer is not PeerState.SYNCED)
+            alone = self.peer is not PeerState.SYNCED and not self.config.standalone
+            entry = self._in_flight[batch.seq] = _InFlight(batch, sequential=alone)
             self._dispatch(entry, now_ms)
         if self._pending_reads:
             read_id = self._next_read_id
@@ -860,7 +870,7 @@ class Replica:
                     self._actions.append(RequestState())
             elif not self.synced and not self._catch_up:
                 self._request_sync(now_ms)
-        if now_ms - self._last_heartbeat_ms >= self.config.heartbeat_ms:
+        if now_ms - self._last_heartbeat_ms >= self.config.heartbeat_ms and not self.config.standalone:
             self._last_heartbeat_ms = now_ms
             synced = self.peer is PeerState.SYNCED if self.role is Role.PRIMARY else self.synced
             self._send(Heartbeat(self.view, self.role.value, self.committed_seq, synced))

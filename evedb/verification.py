@@ -32,3 +32,11 @@ class PrimaryBackupVerification:
         if local == remote:
             return Verdict.AGREE
         return Verdict.TAKE_PRIMARY if sequential else Verdict.DIVERGE
+
+
+class UnreplicatedVerification:
+    """A node without a peer (the benchmarks' `unreplicated` mode): every execution is final,
+    parallel ones included, as in any single-node database.  Nothing checks it."""
+
+    def verdict(self, local: bytes | None, remote: bytes | None, backup_synced: bool, sequential: bool) -> Verdict:
+        return Verdict.WAIT if local is None else Verdict.AGREE

@@ -314,3 +314,16 @@ def test_a_node_with_an_empty_data_directory_joins_by_state_transfer(pair):
     assert backup["state_transfers"] >= 1  # it took the state, not a replay of a log
     wait_for(lambda: roots_equal(pair), 20, "equal roots after the transfer")
     check_bank(pair.dsn, clients)
+
+
+def test_a_standalone_node_serves_unreplicated(tmp_path):
+    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=2, standalone=True)
+    with alone:
+        alone.wait_ready(60)
+        connection = evedb.connect(alone.dsn, autocommit=True, timeout=20)
+        connection.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v)")
+        connection.cursor().executemany("INSERT INTO kv VALUES (?, ?)", [(i, i) for i in range(50)])
+        assert connection.execute("SELECT sum(v) FROM kv").fetchall() == [(1225,)]
+        connection.close()
+        status = node_status(alone.address("primary"))
+        assert status["role"] == "primary" and status["peer_state"] == "none" and status["committed_seq"] >= 2

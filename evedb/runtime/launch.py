@@ -59,7 +59,8 @@ class Pair:
     processes sharing a generated secret.  Used by `evedb pair`, the demo, tests and benches."""
 
     def __init__(self, data_dir: str, port: int, *, workers: int | None = None, host: str = "127.0.0.1",
-                 extra_args: tuple[str, ...] = (), log_dir: str | None = None, env: dict | None = None):
+                 extra_args: tuple[str, ...] = (), log_dir: str | None = None, env: dict | None = None,
+                 standalone: bool = False):
         self.data_dir = data_dir
         self.host = host
         self.ports = (port, port + 1)
@@ -67,6 +68,8 @@ class Pair:
         self.extra_args = tuple(extra_args)
         self.log_dir = log_dir or data_dir
         self.env = env
+        # Standalone: only the primary runs, with no peer (the unreplicated baseline).
+        self.standalone = standalone
         os.makedirs(data_dir, exist_ok=True)
         self.secret_file = os.path.join(data_dir, "pair.secret")
         if not os.path.exists(self.secret_file):
@@ -76,7 +79,8 @@ class Pair:
 
     @property
     def dsn(self) -> str:
-        return "evedb://" + ",".join(f"{self.host}:{port}" for port in self.ports)
+        ports = self.ports[:1] if self.standalone else self.ports
+        return "evedb://" + ",".join(f"{self.host}:{port}" for port in ports)
 
     def address(self, name: str) -> str:
         return f"{self.host}:{self.ports[0] if name == 'primary' else self.ports[1]}"
@@ -88,10 +92,11 @@ class Pair:
             "--role", name,
             "--data", os.path.join(self.data_dir, name),
             "--listen", f"{self.host}:{me}",
-            "--peer", f"{self.host}:{other}",
             "--secret-file", self.secret_file,
             "--verbose",
         ]
+        if not self.standalone:
+            command += ["--peer", f"{self.host}:{other}"]
         if self.workers is not None:
             command += ["--workers", str(self.workers)]
         return command + list(self.extra_args)
@@ -106,7 +111,8 @@ class Pair:
 
     def start_all(self) -> None:
         self.start("primary")
-        self.start("backup")
+        if not self.standalone:
+            self.start("backup")
 
     def kill(self, name: str) -> None:
         process = self.processes.get(name)
@@ -136,6 +142,8 @@ class Pair:
             try:
                 status = node_status(self.address("primary"), timeout=2)
                 last = status
+                if self.standalone and status["role"] == "primary":
+                    return
                 if status["role"] == "primary" and status["peer_state"] == "synced":
                     backup = node_status(self.address("backup"), timeout=2)
                     if backup["role"] == "backup" and backup["peer_state"] == "synced":

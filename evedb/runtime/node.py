@@ -18,6 +18,7 @@ How it is wired:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import os
@@ -49,7 +50,7 @@ DEFAULT_CLIENT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 class NodeConfig:
     data_dir: str
     listen: str
-    peer: str
+    peer: str | None  # None: a standalone, unreplicated node
     role: str = "primary"
     secret: bytes | None = None
     workers: int | None = None
@@ -102,6 +103,7 @@ class Node:
                 pipeline_depth=config.pipeline_depth,
                 heartbeat_ms=config.heartbeat_ms,
                 peer_timeout_ms=config.peer_timeout_ms,
+                standalone=config.peer is None,
             ),
             role=role,
             view=view,
@@ -110,6 +112,9 @@ class Node:
         )
         self._engine_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evedb-engine")
         self._waiting: dict[tuple[str, int], list[asyncio.StreamWriter]] = {}
+        # Sends waiting for the engine work asked for before them: (gate future, send, item).
+        self._outbox: collections.deque = collections.deque()
+        self._last_engine_call: concurrent.futures.Future | None = None
         self._peer_writer: asyncio.StreamWriter | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -126,7 +131,8 @@ class Node:
         host, port = parse_address(self.config.listen)
         self._server = await asyncio.start_server(self._serve_connection, host, port, limit=1 << 20)
         self._tasks.append(asyncio.create_task(self._tick_forever()))
-        self._tasks.append(asyncio.create_task(self._dial_peer_forever()))
+        if self.config.peer is not None:
+            self._tasks.append(asyncio.create_task(self._dial_peer_forever()))
 
     async def run_until_stopped(self) -> None:
         await self.start()
@@ -152,9 +158,9 @@ class Node:
         for action in self.core.take_actions():
             kind = type(action)
             if kind is core.Send:
-                self._send_peer(action.message)
+                self._after_engine_work(self._send_peer, action.message)
             elif kind is core.SendReply:
-                self._deliver(action.reply)
+                self._after_engine_work(self._deliver, action.reply)
             elif kind is core.ExecuteBatch:
                 self._on_engine(self._execute, action, callback=self._executed)
             elif kind is core.RollbackTo:
@@ -176,11 +182,27 @@ class Node:
             elif kind is core.Log:
                 log.info("%s: %s", self.config.listen, action.text)
 
+    def _after_engine_work(self, send, item) -> None:
+        """Send once every engine call asked for before it is done (the core's contract: a
+        Commit to the backup or a reply to a client never overtakes the local commit)."""
+        self._outbox.append((self._last_engine_call, send, item))
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        while self._outbox:
+            gate, send, item = self._outbox[0]
+            if gate is not None and not gate.done():
+                return
+            self._outbox.popleft()
+            send(item)
+
     def _on_engine(self, function, *args, callback=None) -> None:
         future = self._engine_thread.submit(function, *args)
+        self._last_engine_call = future
         loop = self._loop
 
         def done(completed: concurrent.futures.Future) -> None:
+            loop.call_soon_threadsafe(self._flush_outbox)
             error = completed.exception()
             if error is not None:
                 log.error("%s: engine call %s failed: %r", self.config.listen, getattr(function, "__name__", function), error)
