@@ -65,11 +65,17 @@ def demo_command(workers, seconds, clients) -> None:
 @click.option("--max-batch", type=int, default=256, show_default=True)
 @click.option("--pipeline", "pipeline_depth", type=int, default=4, show_default=True, help="Batches in flight.")
 @click.option("--peer-timeout-ms", type=int, default=1500, show_default=True)
+@click.option("--replication", type=click.Choice(["eve", "passive"]), default="eve", show_default=True,
+              help="eve: execute-verify (both nodes execute, tokens compared); passive: the primary "
+                   "executes and ships changesets, the backup applies them (Remus-like baseline). "
+                   "Both nodes must use the same.")
+@click.option("--fixed-clock-ms", type=int, default=None, hidden=True,
+              help="Reproducible runs: batch n executes at this Unix time (ms) + n; same value on both nodes.")
 @click.option("--test-perturb", type=int, default=0, hidden=True,
               help="Test hook: make the next N parallel executions give a wrong reply.")
 @click.option("--verbose", is_flag=True, help="Log what the node decides and why.")
 def serve_command(role, data_dir, listen, peer, secret_file, workers, synchronous, procedures, rules,
-                  max_batch, pipeline_depth, peer_timeout_ms, test_perturb, verbose) -> None:
+                  max_batch, pipeline_depth, peer_timeout_ms, replication, fixed_clock_ms, test_perturb, verbose) -> None:
     """Run one node of a primary-backup pair."""
     from evedb.procedures import load_modules
     from evedb.runtime.launch import configure_logging, serve
@@ -90,7 +96,7 @@ def serve_command(role, data_dir, listen, peer, secret_file, workers, synchronou
         data_dir=data_dir, listen=listen, peer=peer, role=role, secret=secret, workers=workers,
         synchronous=synchronous, procedure_modules=tuple(procedures), rules=loaded_rules,
         max_batch=max_batch, pipeline_depth=pipeline_depth, peer_timeout_ms=peer_timeout_ms,
-        perturb_executions=test_perturb,
+        perturb_executions=test_perturb, fixed_clock_ms=fixed_clock_ms, replication=replication,
     ))
 
 
@@ -204,6 +210,42 @@ def tpcw_populate_command(dsn, items, ebs, seed, batch_rows, workers, drop_exist
     click.echo(f"{'total':20s} {report.total_rows:>12,} rows in {report.load_seconds:.2f} s "
                f"({report.rows_per_second:,.0f} rows/s); indexes{' + ANALYZE' if report.analyzed else ''} "
                f"{report.index_seconds:.2f} s")
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks that compare replication modes side by side."""
+
+
+@bench_group.command("tpcw")
+@click.option("--mix", type=click.Choice(["browsing", "shopping", "ordering"]), default="browsing", show_default=True)
+@click.option("--clients", type=int, default=8, show_default=True, help="Emulated browsers (closed loop, no think time).")
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds measured per mode.")
+@click.option("--modes", default="unreplicated,sequential,eve,passive", show_default=True,
+              help="Comma-separated: unreplicated, sequential, eve, passive.")
+@click.option("--items", type=int, default=1000, show_default=True)
+@click.option("--ebs", type=int, default=1, show_default=True, help="Scale: customers = 2880 x EBs.")
+@click.option("--workers", type=int, default=None, help="Workers per node (default: one per core).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="A PNG of WIPS per mode.")
+def bench_tpcw_command(mix, clients, duration, modes, items, ebs, workers, seed, json_path, plot_path) -> None:
+    """TPC-W in each mode (same data, mix, clients): WIPS, latency, batches, rollbacks, roots."""
+    from tpcw.bench import compare_modes, format_report, write_json, write_plot
+
+    chosen = [mode.strip() for mode in modes.split(",") if mode.strip()]
+    report = compare_modes(chosen, mix=mix, clients=clients, duration_s=duration, items=items, ebs=ebs,
+                           seed=seed, workers=workers, echo=click.echo)
+    for line in format_report(report):
+        click.echo(line)
+    if json_path:
+        write_json(report, json_path)
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        problem = write_plot(report, plot_path)
+        click.echo(f"no chart: {problem}" if problem else f"wrote {plot_path}")
+    if not all(data["roots_equal"] for data in report["modes"].values()):
+        raise SystemExit("state roots differ between the nodes of a pair")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def connect(
     autocommit: bool = False,
     max_batch: int = 256,
     timeout: float | None = None,
+    client_id: str | None = None,
 ) -> Connection:
     """Open a connection.
 
@@ -64,13 +65,16 @@ def connect(
     synchronous: SQLite's durability setting, NORMAL (default) or FULL.
     procedures: module names whose `@evedb.procedure` functions the workers import.
     rules: mixer rules for procedures: a MixerRules, a TOML path or an application name.
+    client_id: this client's identity for exactly-once replies (default: a fresh random one).
+      Requests are numbered from 1 per connection, so reuse an id only for a client that
+      continues where it left off, never for two live connections.
     """
     from .storage import StorageOptions
 
     if database.startswith("evedb://"):
         from .client import RemoteTransport
 
-        return Connection(RemoteTransport(database, timeout=timeout or 10.0), autocommit=autocommit)
+        return Connection(RemoteTransport(database, timeout=timeout or 10.0), autocommit=autocommit, client_id=client_id)
     from .embedded import open_database
     from .procedures import load_modules, registered_modules
 
@@ -93,7 +97,7 @@ def connect(
         rules=rules,
         max_batch=max_batch,
     )
-    return Connection(database_handle, autocommit=autocommit)
+    return Connection(database_handle, autocommit=autocommit, client_id=client_id)
 
 
 __all__ = [

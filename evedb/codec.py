@@ -177,6 +177,7 @@ _PEER_TYPES = {
     for cls in (
         _messages.Hello,
         _messages.Execute,
+        _messages.Apply,
         _messages.TokenReport,
         _messages.Commit,
         _messages.Heartbeat,
@@ -202,6 +203,9 @@ def peer_to_plain(message) -> list:
         raise CodecError(f"not a peer message: {name}")
     if isinstance(message, _messages.Execute):
         return [name, message.view, batch_to_plain(message.batch), message.attempt, message.sequential]
+    if isinstance(message, _messages.Apply):
+        return [name, message.view, batch_to_plain(message.batch), message.attempt, list(message.changesets),
+                message.state_root, message.token, message.parent_root, message.schema_changed]
     if isinstance(message, _messages.CatchUp):
         entries = [[batch_to_plain(batch), token] for batch, token in message.entries]
         return [name, message.view, entries, message.primary_committed_seq]
@@ -218,6 +222,16 @@ def peer_from_plain(plain):
         if cls is _messages.Execute:
             view, batch, attempt, sequential = values
             return cls(view, batch_from_plain(batch), attempt, sequential)
+        if cls is _messages.Apply:
+            view, batch, attempt, changesets, state_root, token, parent_root, schema_changed = values
+            if not all(isinstance(changeset, bytes) for changeset in changesets):
+                raise CodecError("Apply: changesets must be bytes")
+            if not all(isinstance(value, bytes) for value in (state_root, token, parent_root)):
+                raise CodecError("Apply: roots and token must be bytes")
+            if not isinstance(view, int) or not isinstance(attempt, int):
+                raise CodecError("Apply: view and attempt must be integers")
+            return cls(view, batch_from_plain(batch), attempt, tuple(changesets), state_root, token, parent_root,
+                       bool(schema_changed))
         if cls is _messages.CatchUp:
             view, entries, committed = values
             return cls(view, tuple((batch_from_plain(b), token) for b, token in entries), committed)

@@ -371,9 +371,9 @@ class Connection:
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
-    def __init__(self, transport, *, autocommit: bool = False):
+    def __init__(self, transport, *, autocommit: bool = False, client_id: str | None = None):
         self._transport = transport
-        self._client_id = transport.new_client_id()
+        self._client_id = client_id or transport.new_client_id()
         self._next_request_id = 1
         self._autocommit = bool(autocommit)
         # (statement, cursor, executemany call id or None), in execution order.

@@ -23,6 +23,7 @@ Rules kept:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -62,6 +63,7 @@ class EngineStats:
     full_builds: int = 0
     state_transfers_served: int = 0
     state_transfers_installed: int = 0
+    applied_batches: int = 0
     # Where the time goes, for benchmarks: executing (everything the workers did, hashing of
     # changed rows included) and the token (row hashing in workers + tree, root, reply hash).
     execute_seconds: float = 0.0
@@ -78,6 +80,10 @@ def _undo_conflict(code, change):
     if code in (apsw.SQLITE_CHANGESET_DATA, apsw.SQLITE_CHANGESET_CONFLICT):
         return apsw.SQLITE_CHANGESET_REPLACE
     return apsw.SQLITE_CHANGESET_OMIT
+
+
+def _abort_on_conflict(code, change):
+    return apsw.SQLITE_CHANGESET_ABORT
 
 
 def _perturb(result: PlanResult) -> None:
@@ -141,6 +147,8 @@ class ExecutionEngine:
         self._executor = self._make_executor(self.workers)
         # Test hook (forced divergence): the next N parallel executions give a wrong reply.
         self.perturb_executions = 0
+        # Reproducible runs (set by the node): batch n executes at this time + n ms.
+        self.fixed_clock_ms: int | None = None
         self._sequential = self._executor if self.workers == 1 else None
 
     def _make_executor(self, workers: int):
@@ -222,6 +230,9 @@ class ExecutionEngine:
         batch is final once executed (no verification: the embedded database); a batch that
         runs as one SQLite transaction then records its commit inside that transaction.
         """
+        if self.fixed_clock_ms is not None:
+            # The primary's seed mixes in its clock: derive both from seq alone instead.
+            batch = dataclasses.replace(batch, timestamp_ms=self.fixed_clock_ms + batch.seq, seed=batch.seq * 7919)
         with self._lock:
             parallel_plan, writes = self.plan(batch)
             if plan is not None:
@@ -337,6 +348,38 @@ class ExecutionEngine:
         # commit() deletes a batch's undo records in the transaction that records it as
         # committed, so every record still present belongs to an uncommitted batch.
         self._undo_from(0)
+
+    # --- passive replication: apply the primary's changesets ---
+
+    def apply_changesets(self, batch: Batch, changesets: Sequence[bytes]) -> Outcome:
+        """Apply a batch the primary executed (passive backup), durably and undoably, like an
+        execution: one SQLite transaction, undo records, Merkle deltas.  Any conflict means
+        this replica's state is not the one the primary executed on: it raises."""
+        with self._lock:
+            worker = self.sequential_executor._worker
+            connection = worker.connection
+            worker._shapes_checked = False
+            deltas: dict = {}
+            with worker.authorizer.internal():
+                connection.execute("BEGIN IMMEDIATE", can_cache=False)
+                try:
+                    for changeset in changesets:
+                        apsw.Changeset.apply(changeset, connection, conflict=_abort_on_conflict)
+                        merkle.merge_deltas(deltas, worker.page_deltas(changeset))
+                        connection.execute(
+                            f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
+                            (batch.seq, apsw.Changeset.invert(changeset)),
+                            can_cache=False,
+                        )
+                    connection.execute("COMMIT", can_cache=False)
+                except BaseException:
+                    connection.execute("ROLLBACK", can_cache=False)
+                    raise
+            self.tree.apply_deltas(deltas)
+            self._uncommitted[batch.seq] = (deltas, False)
+            self.stats.applied_batches += 1
+            root = self.tree.root()
+            return Outcome(batch.seq, [], root, merkle.token(batch.seq, batch.view, root, 0), 0, list(changesets))
 
     # --- reads outside batches (the pair's read path) ---
 

@@ -142,7 +142,9 @@ class Worker:
                                 can_cache=False,
                             )
                             result.undo_id = self.connection.last_insert_rowid()
-            self._internal("COMMIT")
+            # A read share changes nothing that may last: rolling it back also undoes whatever a
+            # procedure wrongly classified as read-only tried to write.
+            self._internal("COMMIT" if writes else "ROLLBACK")
             return result
         except BaseException:
             if session is not None:
@@ -155,12 +157,15 @@ class Worker:
         self.entropy.reseed(seed, position)
         if not writes and request.kind is not RequestKind.PROCEDURE:
             return self._run_read_only(request), False
-        if self.reply_cache:
+        # Only a share that writes is part of a replicated batch; a read share (the primary's
+        # read path, or reads inside a batch) must leave the replicated reply cache alone.
+        cache_replies = self.reply_cache and writes
+        if cache_replies:
             cached = self._cached_reply(request)
             if cached is not None:
                 return cached, False
         reply, schema_changed = self._run_in_savepoint(request, timestamp_ms, seed, position)
-        if self.reply_cache:
+        if cache_replies:
             self._internal(
                 f"INSERT OR REPLACE INTO {storage.REPLIES_TABLE}(client_id, request_id, reply) VALUES (?, ?, ?)",
                 (request.client_id, request.request_id, codec.encode_reply(reply)),

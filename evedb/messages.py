@@ -163,8 +163,32 @@ class Execute:
 
 
 @dataclass(frozen=True, slots=True)
+class Apply:
+    """Primary -> backup, passive replication only: apply what executing this batch changed.
+
+    `changesets` are the primary's SQLite session changesets of the batch, in commit order;
+    `state_root` is the primary's root after the batch (the backup reports its own root in a
+    TokenReport, and the primary compares the two); `token` is the primary's token of the
+    batch (kept for the catch-up log should the backup take over); `parent_root` is the
+    primary's root right before the batch: the changesets apply only to that state, so a
+    backup holding another one (batches of an earlier life of the primary) refuses them.
+    `schema_changed`: the batch changed the schema, which changesets do not carry: the backup
+    executes it instead."""
+
+    view: int
+    batch: Batch
+    attempt: int
+    changesets: tuple[bytes, ...]
+    state_root: bytes
+    token: bytes = b""
+    parent_root: bytes = b""
+    schema_changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TokenReport:
-    """Backup -> primary: the token of my execution of (seq, attempt)."""
+    """Backup -> primary: the token of my execution of (seq, attempt); in passive replication,
+    my state root after applying (seq, attempt)."""
 
     view: int
     seq: int

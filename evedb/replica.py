@@ -25,6 +25,32 @@ Roles and the rules each keeps:
 - A node that sees a higher view in any message steps down and re-syncs; a node that sees a
   lower view tells the sender with a heartbeat.
 
+Passive replication (`ReplicaConfig.passive`, the Remus-like baseline; both nodes must run it):
+- the PRIMARY executes each batch in parallel, as the mixer planned, sends no Execute, and once
+  its execution is done (`on_executed` with the changesets and the roots before and after)
+  sends `Apply` (the batch, its changesets, both roots and its token) to a backup in sync.  A
+  batch commits when the backup's reported root equals the primary's root after it
+  (PassiveVerification); a different root makes the backup take the primary's state by
+  transfer (NeedState, as when tokens still differ sequentially above), never a re-execution.
+  Nothing is verified: a wrong parallel execution is copied.  Alone, it commits its parallel
+  executions as they are;
+- the BACKUP applies batches in seq order (ApplyBatch: the changesets, undoably; a batch that
+  changed the schema, which changesets do not carry, is executed sequentially instead) and
+  reports its root after each (`on_applied` -> TokenReport).  Changesets apply only to the
+  state they were made on: if this node's root is not the Apply's parent root (it holds
+  batches of an earlier life of the primary) or they conflict, nothing changes, the result is
+  an empty root, and the backup drops what is uncommitted and re-syncs.  A higher attempt of a
+  batch it holds also means another life of the primary: drop and re-sync.  It ignores Execute
+  (and an eve backup ignores Apply) with one log line: a mode mismatch, which the runtime's
+  handshake refuses in the first place;
+- on take-over, the new primary keeps the batches it applied and reported, and commits them as
+  they are (the old primary's results, whose replies are in the replicated reply cache)
+  instead of re-executing them; a batch still being applied was never reported, so never
+  committed by the old primary: it is rolled back with everything after it;
+- commit, Commit messages, sync points, heartbeats and state transfer are the same as above; a
+  lagging backup catches up by executing the primary's log (CatchUp: execution is
+  deterministic given the log, and the logged token is the primary's) or by state transfer.
+
 Being "in sync" is what makes a take-over safe: while the backup believes it is in sync, the
 primary must commit nothing the backup has not executed.  Messages may be lost, duplicated and
 reordered, so:
@@ -45,9 +71,10 @@ reordered, so:
 
 The runtime's side of the contract: actions are performed in order, and a Send or SendReply
 leaves only after the engine work asked for before it is done (a reply after its CommitUpTo
-is durable); results (`on_executed`, ...) come back in the order the work was asked for.  A
-result may arrive after the core has moved on (rolled back, stepped down): the core tracks
-every execution it asked for and ignores the results of those it has since undone.
+is durable); results (`on_executed`, `on_applied`, ...) come back in the order the work was
+asked for.  A result may arrive after the core has moved on (rolled back, stepped down): the
+core tracks every execution (and application) it asked for and ignores the results of those it
+has since undone.
 
 Reads (read-only requests) skip the batch: the primary runs them on its current state and
 holds their replies until every batch they could have observed has committed; a rollback of
@@ -64,6 +91,7 @@ from dataclasses import dataclass, field
 
 from .batcher import Batcher
 from .messages import (
+    Apply,
     Batch,
     CatchUp,
     CaughtUp,
@@ -80,7 +108,7 @@ from .messages import (
     SyncRequest,
     TokenReport,
 )
-from .verification import PrimaryBackupVerification, UnreplicatedVerification, Verdict
+from .verification import PassiveVerification, PrimaryBackupVerification, UnreplicatedVerification, Verdict
 
 
 class Role(str, enum.Enum):
@@ -104,6 +132,22 @@ class ExecuteBatch:
     batch: Batch
     attempt: int
     sequential: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyBatch:
+    """Passive backup: apply the primary's changesets of this batch, undoably (like an
+    execution: RollbackTo undoes it, CommitUpTo makes it final), then report the state root
+    with `on_applied`.  `schema_changed`: changesets carry no DDL, so execute the batch instead
+    (sequentially) and report the root all the same.  If this node's root is not
+    `parent_root` (when given), or the changesets do not apply, change nothing and report an
+    empty root."""
+
+    batch: Batch
+    attempt: int
+    changesets: tuple[bytes, ...]
+    parent_root: bytes = b""
+    schema_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +223,9 @@ class ReplicaConfig:
     # No peer at all: a single unreplicated node (commits its own executions, parallel ones
     # included, with nothing to check them; the baseline the pair is measured against).
     standalone: bool = False
+    # Passive (Remus-like) replication instead of execute-verify: the primary ships the
+    # changesets of its executions and the backup applies them (see the module docstring).
+    passive: bool = False
 
 
 @dataclass(slots=True)
@@ -191,6 +238,13 @@ class _InFlight:
     remote_token: bytes | None = None
     sent_ms: int = -1
     repair_requested: bool = False  # tokens still differ sequentially: the backup must take the state
+    # Passive replication.  Primary: its root after the batch and what the backup needs to
+    # apply it.  Backup: the primary's token, logged if this node takes over.
+    local_root: bytes | None = None
+    parent_root: bytes = b""
+    changesets: tuple[bytes, ...] = ()
+    schema_changed: bool = False
+    primary_token: bytes = b""
 
 
 @dataclass(slots=True)
@@ -219,7 +273,7 @@ class Replica:
         self.view = view
         self.committed_seq = committed_seq
         self.stats = ReplicaStats()
-        self.verification = PrimaryBackupVerification()
+        self.verification = PassiveVerification() if config.passive else PrimaryBackupVerification()
         self._actions: list = []
         self._now_ms = now_ms
         self.last_heard_ms = now_ms
@@ -260,6 +314,7 @@ class Replica:
         self._state_requested_ms = -(10**12)
         self._last_sync_request_ms = -(10**12)
         self._dropped_ms = -(10**12)  # when this backup, in sync, last dropped its uncommitted batches
+        self._wrong_mode_logged = False
 
     # --- inspection ---
 
@@ -283,6 +338,7 @@ class Replica:
             "state_transfers": self.stats.state_transfers,
             "view_changes": self.stats.view_changes,
             "batches_committed": self.stats.batches_committed,
+            "replication": "passive" if self.config.passive else "eve",
         }
 
     def on_peer_connected(self, now_ms: int) -> None:
@@ -304,6 +360,11 @@ class Replica:
     def _execute(self, batch: Batch, attempt: int, sequential: bool) -> None:
         self._executions.append([batch.seq, attempt, True])
         self._actions.append(ExecuteBatch(batch, attempt, sequential))
+
+    def _apply(self, message: Apply) -> None:
+        self._executions.append([message.batch.seq, message.attempt, True])
+        self._actions.append(ApplyBatch(message.batch, message.attempt, message.changesets, message.parent_root,
+                                        message.schema_changed))
 
     def _rollback_to(self, seq: int) -> None:
         # Results of the executions undone here may still come back: mark them dead.
@@ -345,7 +406,12 @@ class Replica:
 
     # --- inputs: the runtime's results ---
 
-    def on_executed(self, seq: int, attempt: int, token: bytes, replies: tuple[Reply, ...]) -> None:
+    def on_executed(self, seq: int, attempt: int, token: bytes, replies: tuple[Reply, ...],
+                    changesets: tuple[bytes, ...] = (), state_root: bytes = b"", parent_root: bytes = b"",
+                    schema_changed: bool = False) -> None:
+        """An execution's result.  The keywords matter only to a passive primary, which ships
+        them: the changesets, the roots after and right before the batch, and whether the batch
+        changed the schema."""
         if not self._is_current_result(seq, attempt):
             return
         if self.role is Role.PRIMARY:
@@ -353,6 +419,12 @@ class Replica:
             if entry is None or entry.attempt != attempt:
                 return
             entry.local_token, entry.local_replies = token, tuple(replies)
+            if self.config.passive:
+                entry.local_root, entry.parent_root = state_root, parent_root
+                entry.changesets, entry.schema_changed = tuple(changesets), schema_changed
+                if self.peer is PeerState.SYNCED:
+                    entry.sent_ms = self._now_ms
+                    self._send(self._apply_message(entry))
             self._try_commit()
             self._pump(self._now_ms)  # a pipeline slot may have freed
         else:
@@ -373,6 +445,25 @@ class Replica:
                 return
             entry.local_token = token
             self._send(TokenReport(self.view, seq, attempt, token))
+
+    def on_applied(self, seq: int, attempt: int, state_root: bytes) -> None:
+        """The result of an ApplyBatch: this node's state root after the batch, empty if the
+        batch could not be applied (this node's state is not the one the primary executed
+        it on)."""
+        if not self._is_current_result(seq, attempt) or self.role is not Role.BACKUP:
+            return
+        entry = self._executed.get(seq)
+        if entry is None or entry.attempt != attempt:
+            return
+        if not state_root:
+            # Batches of another life of the primary (or another state) are held here: what
+            # is uncommitted goes, and the primary brings this backup up to date.
+            self._log_line(f"batch {seq} does not apply to this node's state: re-syncing")
+            self._drop_uncommitted()
+            self._request_sync(self._now_ms, force=True)
+            return
+        entry.local_token = state_root
+        self._send(TokenReport(self.view, seq, attempt, state_root))
 
     def on_reads_executed(self, read_id: int, replies: tuple[Reply, ...]) -> None:
         read = self._reads.get(read_id)
@@ -571,7 +662,32 @@ class Replica:
     # Backup-side handlers.
 
     def _on_Execute(self, message: Execute, now_ms: int) -> None:
-        if self.role is not Role.BACKUP or not self.synced or self._awaiting_state:
+        if self.role is not Role.BACKUP:
+            return
+        if self.config.passive:
+            self._wrong_mode("Execute", "eve")
+            return
+        self._receive_batch(message, now_ms)
+
+    def _on_Apply(self, message: Apply, now_ms: int) -> None:
+        if self.role is not Role.BACKUP:
+            return
+        if not self.config.passive:
+            self._wrong_mode("Apply", "passive")
+            return
+        self._receive_batch(message, now_ms)
+
+    def _wrong_mode(self, what: str, theirs: str) -> None:
+        # The runtime's handshake refuses such a peer; this is the core's own guard.
+        if not self._wrong_mode_logged:
+            self._wrong_mode_logged = True
+            mine = "passive" if self.config.passive else "eve"
+            self._log_line(f"the primary sent {what}: it runs {theirs} replication, this node {mine}; "
+                           "ignoring it (both nodes must run the same --replication)")
+
+    def _receive_batch(self, message: Execute | Apply, now_ms: int) -> None:
+        """A batch to execute (Execute) or apply (Apply, passive), in seq order."""
+        if not self.synced or self._awaiting_state:
             return
         seq = message.batch.seq
         if seq <= self.committed_seq:
@@ -592,6 +708,13 @@ class Replica:
                     self._send(TokenReport(self.view, seq, entry.attempt, entry.local_token))
                 return
             if message.attempt < entry.attempt:
+                return
+            if self.config.passive:
+                # A passive primary never re-executes: a higher attempt comes from another
+                # life of it.  Like a replaced batch: forget what is uncommitted and re-sync.
+                self._log_line(f"batch {seq} sent again with attempt {message.attempt}: re-syncing")
+                self._drop_uncommitted()
+                self._request_sync(now_ms, force=True)
                 return
             # A higher attempt: the primary saw a divergence at this seq or an earlier one and
             # re-executes from there, and the Execute of an earlier seq may still be on its way.
@@ -618,8 +741,12 @@ class Replica:
         next_seq = (max(self._executed) if self._executed else self.committed_seq) + 1
         while next_seq in self._buffer:
             message = self._buffer.pop(next_seq)
-            self._executed[next_seq] = _InFlight(message.batch, message.attempt, message.sequential)
-            self._execute(message.batch, message.attempt, message.sequential)
+            if isinstance(message, Apply):
+                self._executed[next_seq] = _InFlight(message.batch, message.attempt, primary_token=message.token)
+                self._apply(message)
+            else:
+                self._executed[next_seq] = _InFlight(message.batch, message.attempt, message.sequential)
+                self._execute(message.batch, message.attempt, message.sequential)
             next_seq += 1
         # Anything older than what runs next is stale.
         for seq in [s for s in self._buffer if s < next_seq]:
@@ -732,11 +859,12 @@ class Replica:
         while self._in_flight:
             seq = min(self._in_flight)
             entry = self._in_flight[seq]
-            if entry.local_token is None:
+            # Passive replication compares state roots (the backup did not execute: it has no
+            # replies to hash); execute-verify compares tokens.
+            local = entry.local_root if self.config.passive else entry.local_token
+            if local is None:
                 return
-            verdict = self.verification.verdict(
-                entry.local_token, entry.remote_token, self.peer is PeerState.SYNCED, entry.sequential
-            )
+            verdict = self.verification.verdict(local, entry.remote_token, self.peer is PeerState.SYNCED, entry.sequential)
             if verdict is Verdict.WAIT:
                 return
             if verdict is Verdict.DIVERGE or verdict is Verdict.REEXECUTE:
@@ -788,11 +916,15 @@ class Replica:
         self._rerun_reads_after(seq)
 
     def _dispatch(self, entry: _InFlight, now_ms: int) -> None:
-        message = Execute(self.view, entry.batch, entry.attempt, entry.sequential)
-        if self.peer is PeerState.SYNCED:
-            self._send(message)
+        # Passive: the backup gets the batch with its changesets once it has run (on_executed).
+        if self.peer is PeerState.SYNCED and not self.config.passive:
+            self._send(Execute(self.view, entry.batch, entry.attempt, entry.sequential))
         entry.sent_ms = now_ms
         self._execute(entry.batch, entry.attempt, entry.sequential)
+
+    def _apply_message(self, entry: _InFlight) -> Apply:
+        return Apply(self.view, entry.batch, entry.attempt, entry.changesets, entry.local_root,
+                     entry.local_token, entry.parent_root, entry.schema_changed)
 
     def _pump(self, now_ms: int) -> None:
         if self.role is not Role.PRIMARY:
@@ -806,8 +938,9 @@ class Replica:
             batch = self._batcher.poll(now_ms)
             if batch is None:
                 break
-            # Alone, a batch runs sequentially: nobody could check a parallel run.
-            alone = self.peer is not PeerState.SYNCED and not self.config.standalone
+            # Alone, a batch runs sequentially: nobody could check a parallel run.  (Passive
+            # replication never checks one: its executions are final as they are.)
+            alone = self.peer is not PeerState.SYNCED and not self.config.standalone and not self.config.passive
             entry = self._in_flight[batch.seq] = _InFlight(batch, sequential=alone)
             self._dispatch(entry, now_ms)
         if self._pending_reads:
@@ -857,8 +990,14 @@ class Replica:
                         entry.sent_ms = now_ms
                         self._send(NeedState(self.view, seq))
                     elif entry.remote_token is None:
-                        entry.sent_ms = now_ms
-                        self._send(Execute(self.view, entry.batch, entry.attempt, entry.sequential))
+                        if self.config.passive:
+                            if entry.local_root is None:
+                                continue  # not executed yet: nothing to ship
+                            entry.sent_ms = now_ms
+                            self._send(self._apply_message(entry))
+                        else:
+                            entry.sent_ms = now_ms
+                            self._send(Execute(self.view, entry.batch, entry.attempt, entry.sequential))
             self._pump(now_ms)
         else:
             if self.synced and silent_ms > self.config.peer_timeout_ms:
@@ -887,6 +1026,24 @@ class Replica:
         self.peer = PeerState.DOWN
         self.synced = False
         self._log.clear()  # batches committed as a backup were not logged: start afresh
+        if self.config.passive:
+            # Keep every batch applied here: they are the old primary's results (its replies
+            # are in the replicated reply cache, so a retry finds them) and there is nothing to
+            # re-execute them against: they commit as they are.  A batch still being applied
+            # was never reported, so never committed by the old primary: it goes, with the
+            # batches after it.
+            kept = 0
+            while kept < len(uncommitted) and uncommitted[kept].local_token:
+                kept += 1
+            if kept < len(uncommitted):
+                self._rollback_to(uncommitted[kept].batch.seq)
+            for old in uncommitted[:kept]:
+                self._in_flight[old.batch.seq] = _InFlight(old.batch, old.attempt, local_token=old.primary_token,
+                                                           local_replies=(), local_root=old.local_token)
+            self._batcher = Batcher(self.config.max_batch, self.config.batch_delay_ms, self.last_seq + 1, self.view)
+            self.last_heard_ms = now_ms
+            self._try_commit()
+            return
         if uncommitted:
             # Re-execute, sequentially, every batch the old primary may have answered for.
             self._rollback_to(uncommitted[0].batch.seq)

@@ -431,7 +431,7 @@ def populate(
     report = PopulateReport(scale=sc, seed=seed)
 
     if dsn_or_path.startswith("evedb://"):
-        conn = evedb.connect(dsn_or_path, autocommit=True)
+        conn = evedb.connect(dsn_or_path, autocommit=True, client_id=f"tpcw-populate-{seed}")
     else:
         conn = evedb.connect(dsn_or_path, workers=workers, autocommit=True)
     try:

@@ -60,7 +60,7 @@ class Pair:
 
     def __init__(self, data_dir: str, port: int, *, workers: int | None = None, host: str = "127.0.0.1",
                  extra_args: tuple[str, ...] = (), log_dir: str | None = None, env: dict | None = None,
-                 standalone: bool = False):
+                 standalone: bool = False, replication: str | None = None):
         self.data_dir = data_dir
         self.host = host
         self.ports = (port, port + 1)
@@ -70,6 +70,8 @@ class Pair:
         self.env = env
         # Standalone: only the primary runs, with no peer (the unreplicated baseline).
         self.standalone = standalone
+        # "eve" or "passive" (`serve --replication`); None: the serve default (eve).
+        self.replication = replication
         os.makedirs(data_dir, exist_ok=True)
         self.secret_file = os.path.join(data_dir, "pair.secret")
         if not os.path.exists(self.secret_file):
@@ -99,6 +101,8 @@ class Pair:
             command += ["--peer", f"{self.host}:{other}"]
         if self.workers is not None:
             command += ["--workers", str(self.workers)]
+        if self.replication is not None:
+            command += ["--replication", self.replication]
         return command + list(self.extra_args)
 
     def start(self, name: str, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:

@@ -13,6 +13,11 @@ How it is wired:
   peer dialled.  Every peer frame is HMAC-signed with the shared secret.
 - A client's reply is written when the core releases it (after its batch committed); a
   request that arrives while the same (client, request id) waits joins the wait.
+- Replication mode (`--replication eve|passive`): the peer hello names the dialler's mode, and
+  a node refuses (logs an error, closes the link) a peer running the other one, so a
+  mismatched pair never pairs.  In passive mode the primary's execution results carry their
+  changesets and root to the core, and the backup applies changesets (`ApplyBatch`) on the
+  engine thread instead of executing.
 """
 
 from __future__ import annotations
@@ -70,11 +75,28 @@ class NodeConfig:
     # Test hook: the next N parallel executions on this node give one wrong reply (forced
     # divergence, to show it is caught and repaired).
     perturb_executions: int = 0
+    # Reproducible runs: batch n executes at this time + n ms instead of the primary's clock
+    # (every node of a deployment must be given the same value).
+    fixed_clock_ms: int | None = None
+    # "eve" (execute-verify) or "passive" (the primary ships changesets, the backup applies
+    # them); both nodes must run the same.
+    replication: str = "eve"
     extra: dict = field(default_factory=dict)
 
 
+REPLICATION_MODES = ("eve", "passive")
+# A refused peer dials again every half second: say so in the log once in this many ms.
+_REFUSAL_LOG_INTERVAL_MS = 30_000
+
+
 def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
+    # Wall-clock milliseconds: the core stamps batches with this time (SQLite's 'now'), and
+    # times its timeouts with it too (a clock step only makes one timeout early or late).
+    return int(time.time() * 1000)
+
+
+def _root_bytes(root: int) -> bytes:
+    return root.to_bytes(16, "little")
 
 
 class Node:
@@ -91,6 +113,9 @@ class Node:
             rules=config.rules,
         )
         self.engine.perturb_executions = config.perturb_executions
+        self.engine.fixed_clock_ms = config.fixed_clock_ms
+        if config.replication not in REPLICATION_MODES:
+            raise ValueError(f"replication must be one of {REPLICATION_MODES}, not {config.replication!r}")
         connection = self.engine._connection
         stored_role = storage.read_meta(connection, "role")
         view = int(storage.read_meta(connection, "view", 0))
@@ -104,6 +129,7 @@ class Node:
                 heartbeat_ms=config.heartbeat_ms,
                 peer_timeout_ms=config.peer_timeout_ms,
                 standalone=config.peer is None,
+                passive=config.replication == "passive",
             ),
             role=role,
             view=view,
@@ -121,8 +147,9 @@ class Node:
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client_connections = 0
-        log.info("node %s starting as %s of view %d at committed seq %d (data %s)",
-                 config.listen, role.value, view, self.engine.committed_seq, self.path)
+        self._refusal_logged_ms: dict[str, int] = {}
+        log.info("node %s starting as %s of view %d at committed seq %d (data %s, %s replication)",
+                 config.listen, role.value, view, self.engine.committed_seq, self.path, config.replication)
 
     # --- lifetime ---
 
@@ -163,6 +190,8 @@ class Node:
                 self._after_engine_work(self._deliver, action.reply)
             elif kind is core.ExecuteBatch:
                 self._on_engine(self._execute, action, callback=self._executed)
+            elif kind is core.ApplyBatch:
+                self._on_engine(self._apply, action, callback=self._applied)
             elif kind is core.RollbackTo:
                 self._on_engine(self.engine.rollback, action.seq)
             elif kind is core.CommitUpTo:
@@ -217,13 +246,44 @@ class Node:
         self._perform()
 
     def _execute(self, action: core.ExecuteBatch):
+        # What a passive backup needs besides the changesets: the root the batch started from
+        # (they apply to that state only) and whether it changed the schema.
+        if self.config.replication != "passive":
+            return action, self.engine.execute(action.batch, sequential=action.sequential), 0, False
+        schema_before, root_before = self.engine.tree.schema_hash, self.engine.state_root()
         outcome = self.engine.execute(action.batch, sequential=action.sequential)
-        return action, outcome
+        return action, outcome, root_before, self.engine.tree.schema_hash != schema_before
 
     def _executed(self, result) -> None:
-        action, outcome = result
-        self.core.on_executed(action.batch.seq, action.attempt, ExecutionEngine.token_bytes(outcome), tuple(outcome.replies))
+        action, outcome, root_before, schema_changed = result
+        self.core.on_executed(action.batch.seq, action.attempt, ExecutionEngine.token_bytes(outcome),
+                              tuple(outcome.replies), changesets=tuple(outcome.changesets),
+                              state_root=_root_bytes(outcome.state_root), parent_root=_root_bytes(root_before),
+                              schema_changed=schema_changed)
         # A commit may have freed a pipeline slot: let the core cut the next batch now.
+        self.core.tick(_now_ms())
+
+    def _apply(self, action: core.ApplyBatch):
+        """Passive backup: apply the primary's changesets (a schema change: execute the batch)."""
+        if action.parent_root and _root_bytes(self.engine.state_root()) != action.parent_root:
+            log.info("%s: batch %d was made on another state than this node's: not applied",
+                     self.config.listen, action.batch.seq)
+            return action, b""
+        try:
+            if action.schema_changed:
+                outcome = self.engine.execute(action.batch, sequential=True)
+            else:
+                outcome = self.engine.apply_changesets(action.batch, action.changesets)
+        except Exception as error:
+            # This replica's state is not the primary's (a conflict) or the engine failed: the
+            # core drops what is uncommitted and re-syncs.
+            log.error("%s: applying batch %d failed: %r", self.config.listen, action.batch.seq, error)
+            return action, b""
+        return action, _root_bytes(outcome.state_root)
+
+    def _applied(self, result) -> None:
+        action, root = result
+        self.core.on_applied(action.batch.seq, action.attempt, root)
         self.core.tick(_now_ms())
 
     def _persist_view(self, view: int, role: core.Role) -> None:
@@ -265,11 +325,17 @@ class Node:
             except OSError:
                 await asyncio.sleep(0.2)
                 continue
-            writer.write(encode_frame(["hello", PROTOCOL_VERSION, "peer", self.config.listen], self.config.secret))
+            writer.write(encode_frame(["hello", PROTOCOL_VERSION, "peer", self.config.listen, self.config.replication],
+                                      self.config.secret))
             try:
                 answer = await asyncio.wait_for(read_frame(reader, self.config.max_frame_bytes, self.config.secret), 5)
             except (asyncio.TimeoutError, FrameError, OSError) as error:
                 log.warning("%s: peer handshake with %s failed: %s", self.config.listen, self.config.peer, error)
+                writer.close()
+                await asyncio.sleep(0.5)
+                continue
+            if answer and answer[0] == "error" and len(answer) == 3 and answer[1] == "ReplicationMismatch":
+                self._log_refusal(f"peer {self.config.peer} refused to pair: {answer[2]}")
                 writer.close()
                 await asyncio.sleep(0.5)
                 continue
@@ -307,6 +373,14 @@ class Node:
             self.core.on_peer_message(message, _now_ms())
             self._perform()
 
+    def _log_refusal(self, text: str) -> None:
+        """An error line for a refused pairing, repeated only every _REFUSAL_LOG_INTERVAL_MS."""
+        now = _now_ms()
+        last = self._refusal_logged_ms.get(text)
+        if last is None or now - last >= _REFUSAL_LOG_INTERVAL_MS:
+            self._refusal_logged_ms[text] = now
+            log.error("%s: %s", self.config.listen, text)
+
     # --- clients ---
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -319,6 +393,14 @@ class Node:
                 return
             kind = hello[2]
             if kind == "peer":
+                theirs = hello[4] if len(hello) == 5 else "eve"  # a hello without it: an eve node
+                if theirs != self.config.replication:
+                    reason = (f"replication mode mismatch: {hello[3]} runs {theirs!r} replication, "
+                              f"{self.config.listen} runs {self.config.replication!r}; both nodes of a pair "
+                              "must run the same --replication")
+                    self._log_refusal(f"refusing to pair: {reason}")
+                    writer.write(encode_frame(["error", "ReplicationMismatch", reason], self.config.secret))
+                    return
                 writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen], self.config.secret))
                 await self._serve_peer(reader, writer)
             else:
@@ -356,13 +438,15 @@ class Node:
                 hello = decode_frame(data, self.config.secret)
             except FrameError:
                 hello = None
-            if hello is not None and not (isinstance(hello, list) and len(hello) == 4 and hello[2] == "peer"):
+            if hello is not None and not (isinstance(hello, list) and len(hello) in (4, 5) and hello[2] == "peer"):
                 hello = None
         if hello is None:
             hello = decode_frame(data, None)
-            if isinstance(hello, list) and len(hello) == 4 and hello[2] == "peer" and self.config.secret is not None:
+            if isinstance(hello, list) and len(hello) in (4, 5) and hello[2] == "peer" and self.config.secret is not None:
                 raise FrameError("peer hello without a valid MAC: wrong or missing --secret-file")
-        if not (isinstance(hello, list) and len(hello) == 4 and hello[0] == "hello" and hello[2] in ("client", "admin", "peer")):
+        if not (isinstance(hello, list) and hello[0:1] == ["hello"] and (
+                (len(hello) == 4 and hello[2] in ("client", "admin", "peer"))
+                or (len(hello) == 5 and hello[2] == "peer" and hello[4] in REPLICATION_MODES))):
             raise FrameError("the first frame must be a hello")
         if hello[1] != PROTOCOL_VERSION:
             raise FrameError(f"protocol version {hello[1]} is not supported (this node speaks {PROTOCOL_VERSION})")
@@ -431,11 +515,14 @@ class Node:
             "peer": self.config.peer,
             "peer_state": state["peer"],
             "batches": stats["batches"],
+            "requests": stats["requests"],
             "parallel_batches": stats["parallel_batches"],
             "rollbacks": stats["rollbacks"],
             "reexecutions": stats["reexecutions"],
             "divergences": state["divergences"],
             "state_transfers": state["state_transfers"] + stats["state_transfers_served"],
+            "replication": self.config.replication,
+            "applied_batches": stats["applied_batches"],
             "view_changes": state["view_changes"],
             "workers": self.engine.workers,
             "clients": self.client_connections,

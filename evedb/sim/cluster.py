@@ -66,6 +66,10 @@ class SimConfig:
     # show what that costs.
     sends_wait_for_engine: bool = True
     trace_messages: bool = False  # note every peer message delivered (verbose debugging)
+    # Passive (Remus-like) replication: the primary ships changesets, the backup applies them.
+    # Nothing verifies a parallel execution there, so a wrong one would be copied and the
+    # replay check would (rightly) fail: the drawn divergence is off (forced_divergence stays).
+    passive: bool = False
 
 
 @dataclass
@@ -96,6 +100,8 @@ class Cluster:
         self.end_ms = config.duration_ms + config.tail_ms
         self.stop_requests_ms = self.end_ms - config.drain_ms
         link, diverge_prob, crashes = self._fault_profile()
+        if config.passive and config.diverge_prob is None:
+            diverge_prob = 0.0
         # A short primary log makes a returning backup need a state transfer more often.
         log_limit = config.log_limit if config.log_limit is not None else self.rng.choice((16, 100_000))
         # Peer links that break and are dialled again, neither node restarting.
@@ -111,7 +117,7 @@ class Cluster:
         replica_config = dict(max_batch=config.max_batch, batch_delay_ms=config.batch_delay_ms,
                               pipeline_depth=config.pipeline_depth, heartbeat_ms=config.heartbeat_ms,
                               peer_timeout_ms=config.peer_timeout_ms, retransmit_ms=config.retransmit_ms,
-                              log_limit=log_limit)
+                              log_limit=log_limit, passive=config.passive)
         self.nodes: dict[str, SimNode] = {}
         for index, (node_id, peer_id) in enumerate((("a", "b"), ("b", "a"))):
             forced = frozenset(seq for who, seq in config.forced_divergence if who == node_id)
@@ -309,6 +315,7 @@ class Cluster:
             "view_changes": totals["view_changes"],
             "state_transfers": totals["state_transfers"],
             "catch_up_batches": totals["catch_up_batches"],
+            "applied_batches": sum(node.stats.applications for node in self.nodes.values()),
             "crashes": sum(node.stats.crashes for node in self.nodes.values()),
             "acknowledged": len(self.history.acks),
             "acknowledged_writes": sum(1 for ack in self.history.acks if ack.request.statements[0].sql == "add"),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..messages import Batch, Request, StateData, StateRequest
 from ..replica import (
+    ApplyBatch,
     CommitUpTo,
     ExecuteBatch,
     InstallState,
@@ -52,6 +53,7 @@ class NodeStats:
     restarts: int = 0
     forced_divergences: int = 0  # parallel executions this engine got wrong on purpose
     executions: int = 0
+    applications: int = 0  # batches applied from the primary's changesets (passive replication)
     replica: ReplicaStats = field(default_factory=ReplicaStats)  # summed over past lives
 
 
@@ -168,6 +170,8 @@ class SimNode:
             self.world.send_client(self, action.reply)
         elif kind is ExecuteBatch:
             self._execute(action)
+        elif kind is ApplyBatch:
+            self._apply(action)
         elif kind is RollbackTo:
             self.store.rollback(action.seq)
             for seq in [s for s in self._uncommitted if s >= action.seq]:
@@ -210,13 +214,37 @@ class SimNode:
                 hit, position = True, 0
             if hit:
                 corrupt = (position, self.corrupt_offset)
+        parent_root = self.store.root()
         token, replies, corrupted = self.store.execute(batch, corrupt=corrupt)
         self.stats.executions += 1
         if corrupted:
             self.stats.forced_divergences += 1
             self._note(f"engine: parallel execution of seq {batch.seq} went wrong (forced)")
         self._uncommitted[batch.seq] = (batch, self.store.root())
-        self.replica.on_executed(batch.seq, action.attempt, token, replies)
+        if self.config.passive:
+            self.replica.on_executed(batch.seq, action.attempt, token, replies,
+                                     changesets=(self.store.changeset(batch.seq),), state_root=self.store.root(),
+                                     parent_root=parent_root)
+        else:
+            self.replica.on_executed(batch.seq, action.attempt, token, replies)
+        self._take()
+
+    def _apply(self, action: ApplyBatch) -> None:
+        batch = action.batch
+        if action.parent_root and self.store.root() != action.parent_root:
+            # Made on another state: a batch of an earlier life of the primary is held here, or
+            # the batch before this one was refused too (its ApplyBatch was already queued).
+            self.replica.on_applied(batch.seq, action.attempt, b"")
+            self._take()
+            return
+        expected = self.store.last_seq + 1
+        if batch.seq != expected:
+            self._violation(f"engine asked to apply seq {batch.seq} (attempt {action.attempt}) "
+                            f"but the next seq is {expected} (committed {self.store.committed_seq})")
+        root = self.store.apply(batch.seq, action.changesets)
+        self.stats.applications += 1
+        self._uncommitted[batch.seq] = (batch, root)
+        self.replica.on_applied(batch.seq, action.attempt, root)
         self._take()
 
     def _commit(self, seq: int) -> None:

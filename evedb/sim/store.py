@@ -19,14 +19,17 @@ Rules it keeps:
   >= `seq`, newest first; `commit(seq)` drops undo up to `seq`; `recover()` (a restart after a
   crash) undoes everything uncommitted, so the durable state is the committed one;
 - sequential execution is always correct; a *parallel* execution may be told to go wrong
-  (`corrupt`), standing in for a mixer mistake: that is forced divergence.
+  (`corrupt`), standing in for a mixer mistake: that is forced divergence;
+- passive replication: `changeset(seq)` is what an execution changed (the new value of every
+  entry it wrote, in write order, msgpack), standing in for SQLite session changesets, and
+  `apply(seq, changesets)` writes those values undoably, as a backup applying them does.
 """
 
 from __future__ import annotations
 
 import xxhash
 
-from ..codec import encode_reply, pack
+from ..codec import encode_reply, pack, reply_from_plain, reply_to_plain, unpack
 from ..messages import Batch, Column, ErrorInfo, Reply, Request, StatementResult
 
 ADD = "add"
@@ -150,6 +153,30 @@ class FakeStore:
         if entry not in undo:
             undo[entry] = table.get(entry[1], _ABSENT)
         table[entry[1]] = value
+
+    def changeset(self, seq: int) -> bytes:
+        """What the uncommitted execution of `seq` changed: every entry's value after it."""
+        undo = next(undo for entry_seq, undo in reversed(self._undo) if entry_seq == seq)
+        changes = []
+        for kind, name in undo:
+            if kind == "kv":
+                changes.append(["kv", name, self.data[name]])
+            else:
+                request_id, reply = self.replies[name]
+                changes.append(["reply", name, request_id, reply_to_plain(reply)])
+        return pack(changes)
+
+    def apply(self, seq: int, changesets) -> bytes:
+        """Write what another store's execution of `seq` changed, undoably; returns the root."""
+        undo: dict = {}
+        for changeset in changesets:
+            for change in unpack(changeset):
+                if change[0] == "kv":
+                    self._set(undo, ("kv", change[1]), change[2])
+                else:
+                    self._set(undo, ("reply", change[1]), (change[2], reply_from_plain(change[3])))
+        self._undo.append((seq, undo))
+        return self.root()
 
     def read(self, requests) -> tuple[Reply, ...]:
         """Read-only requests on the current state (outside any batch; not replicated)."""
