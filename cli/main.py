@@ -40,13 +40,14 @@ def mix_command(sql, params, schema_file, database, as_json) -> None:
 
 @main.command("demo")
 @click.option("--workers", type=int, default=None, help="Worker processes per node (default: one per core).")
-@click.option("--seconds", type=float, default=10.0, show_default=True)
-@click.option("--clients", type=int, default=4, show_default=True)
-def demo_command(workers, seconds, clients) -> None:
-    """Start a local primary-backup pair, run a bank workload through it, print the report."""
-    from evedb.demo import run_pair_demo
+@click.option("--seconds", type=float, default=20.0, show_default=True)
+@click.option("--clients", type=int, default=8, show_default=True, help="Emulated browsers.")
+@click.option("--mix", type=click.Choice(["browsing", "shopping", "ordering"]), default="browsing", show_default=True)
+def demo_command(workers, seconds, clients, mix) -> None:
+    """Start a local pair, load a small TPC-W, run a mix, print the report, stop everything."""
+    from evedb.demo import run_demo
 
-    sys.exit(run_pair_demo(workers=workers, seconds=seconds, clients=clients, echo=click.echo))
+    sys.exit(run_demo(workers=workers, seconds=seconds, clients=clients, mix=mix, echo=click.echo))
 
 
 @main.command("serve")

@@ -1,95 +1,30 @@
-"""The demo the README's first command runs (until TPC-W lands): a local primary-backup pair
-in a temporary directory, a bank workload from several client threads through the network
-driver, a live progress line, and a report that checks the result: total balance unchanged,
-every acknowledged transfer recorded once, both nodes at the same state root."""
+"""The main job (`evedb demo`, the README's first command): a local primary-backup pair in a
+temporary directory, a small TPC-W database loaded through it, the browsing mix for about 20
+seconds with a live progress line, the report, and everything stopped afterwards.  It exits
+non-zero if the two nodes end at different state roots or an interaction failed."""
 
 from __future__ import annotations
 
-import random
 import tempfile
-import threading
-import time
-from pathlib import Path
-
-ACCOUNTS = 1000
-INITIAL_BALANCE = 100
 
 
-def _bank_client(dsn: str, number: int, deadline: float, counts: dict, lock: threading.Lock, problems: list):
-    import evedb
-
-    generator = random.Random(number)
-    connection = evedb.connect(dsn, timeout=30)
-    transfers = reads = 0
-    try:
-        while time.monotonic() < deadline:
-            source, target = generator.sample(range(ACCOUNTS), 2)
-            if generator.random() < 0.5:
-                with connection.transaction() as tx:
-                    tx.execute("UPDATE account SET balance = balance - 1 WHERE id = ?", (source,))
-                    tx.execute("UPDATE account SET balance = balance + 1 WHERE id = ?", (target,))
-                transfers += 1
-            else:
-                connection.execute("SELECT balance FROM account WHERE id = ?", (source,)).fetchone()
-                reads += 1
-    except Exception as error:  # reported, and the demo fails
-        problems.append(error)
-    finally:
-        connection.close()
-        with lock:
-            counts["transfers"] += transfers
-            counts["reads"] += reads
-
-
-def run_pair_demo(*, workers: int | None, seconds: float, clients: int, echo) -> int:
+def run_demo(*, workers: int | None, seconds: float, clients: int, mix: str, echo) -> int:
     """Run the demo; `echo` prints like click.echo (it takes nl=).  Returns the exit code."""
-    import evedb
-    from evedb.client import node_status
-    from evedb.runtime.launch import Pair, free_port_pair
+    from tpcw.bench import _ratios, format_report, run_mode
 
     with tempfile.TemporaryDirectory(prefix="evedb-demo-") as directory:
-        pair = Pair(str(Path(directory) / "pair"), free_port_pair(), workers=workers)
-        echo(f"evedb demo: starting a primary-backup pair on {pair.dsn} (data in {directory})")
-        with pair:
-            pair.wait_ready(60)
-            setup = evedb.connect(pair.dsn, autocommit=True, timeout=30)
-            setup.execute("CREATE TABLE account(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-            setup.cursor().executemany(
-                "INSERT INTO account(id, balance) VALUES (?, ?)", [(i, INITIAL_BALANCE) for i in range(ACCOUNTS)]
-            )
-            echo(f"loaded {ACCOUNTS} accounts; running {clients} clients for {seconds:g}s (half transfers, half reads)")
-            counts, lock, problems = {"transfers": 0, "reads": 0}, threading.Lock(), []
-            started = time.monotonic()
-            deadline = started + seconds
-            threads = [
-                threading.Thread(target=_bank_client, args=(pair.dsn, n, deadline, counts, lock, problems))
-                for n in range(clients)
-            ]
-            for thread in threads:
-                thread.start()
-            while any(thread.is_alive() for thread in threads):
-                time.sleep(0.5)
-                status = node_status(pair.address("primary"))
-                echo(f"\r  {max(0.0, deadline - time.monotonic()):4.1f}s left, committed seq {status['committed_seq']}, "
-                     f"backup {status['peer_state']}   ", nl=False)
-            elapsed = time.monotonic() - started
-            total = setup.execute("SELECT sum(balance) FROM account").fetchone()[0]
-            setup.close()
-            time.sleep(0.3)
-            primary, backup = node_status(pair.address("primary")), node_status(pair.address("backup"))
-        operations = counts["transfers"] + counts["reads"]
-        echo("")
-        echo(f"transfers:          {counts['transfers']}")
-        echo(f"balance reads:      {counts['reads']}")
-        echo(f"throughput:         {operations / elapsed:,.0f} transactions/s")
-        echo(f"batches committed:  {primary['committed_seq']} (parallel batches run: {primary['parallel_batches']})")
-        echo(f"rollbacks:          {primary['rollbacks']}, state transfers: {primary['state_transfers']}")
-        echo(f"primary root:       {primary['state_root']} (seq {primary['committed_seq']})")
-        echo(f"backup root:        {backup['state_root']} (seq {backup['committed_seq']})")
-        roots_equal = primary["state_root"] == backup["state_root"]
-        intact = total == ACCOUNTS * INITIAL_BALANCE
-        echo(f"roots equal:        {'yes' if roots_equal else 'NO'}")
-        echo(f"total balance:      {total} ({'intact' if intact else 'WRONG'})")
-        for problem in problems:
-            echo(f"client error: {problem!r}")
-        return 0 if roots_equal and intact and not problems else 1
+        echo(f"evedb demo: a primary-backup pair on loopback (data in {directory}), TPC-W {mix} mix")
+        result = run_mode("eve", mix=mix, clients=clients, duration_s=seconds, items=1000, ebs=1, seed=7,
+                          workers=workers, directory=directory, echo=echo)
+    data = result.as_dict()
+    report = {"mix": mix, "clients": clients, "duration_s": seconds, "items": 1000, "ebs": 1,
+              "workers": result.primary.get("workers"), "cpus": __import__("os").cpu_count(), "modes": {"eve": data}}
+    report["ratios"] = _ratios(report["modes"])
+    for line in format_report(report):
+        echo(line)
+    echo(f"primary state root {data['state_root']}, backup state root {data['backup_state_root']}: "
+         f"{'equal' if data['roots_equal'] else 'DIFFERENT'}")
+    echo(f"loaded at {data['populate_rows_per_s']:,.0f} rows/s; {data['procedure_calls']} procedure calls")
+    for failure in data["failures"]:
+        echo(f"failure: {failure}")
+    return 0 if data["roots_equal"] and not data["failures"] else 1

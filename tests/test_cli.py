@@ -42,11 +42,10 @@ def test_mix_explain_rejects_bad_params_json():
 
 def test_demo_runs_real_work_and_exits_zero():
     completed = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--seconds", "2", "--workers", "1", "--clients", "3"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "cli.main", "demo", "--seconds", "3", "--clients", "3"],
+        capture_output=True, text=True, timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr + completed.stdout
-    assert "total balance:      100000 (intact)" in completed.stdout
-    assert "roots equal:        yes" in completed.stdout
-    transfers = int(next(line for line in completed.stdout.splitlines() if line.startswith("transfers:")).split()[1])
-    assert transfers > 0
+    assert completed.returncode == 0, completed.stderr + completed.stdout[-3000:]
+    assert "backup state root" in completed.stdout and ": equal" in completed.stdout
+    eve_line = next(line for line in completed.stdout.splitlines() if line.startswith("eve "))
+    assert float(eve_line.split()[1]) > 0  # WIPS
