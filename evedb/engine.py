@@ -337,9 +337,10 @@ class ExecutionEngine:
         ).fetchall()
         if not rows:
             return
-        with self._connection:
+        with storage.replaying(self._connection), self._connection:
             for _, changeset in rows:
-                apsw.Changeset.apply(changeset, self._connection, conflict=_undo_conflict)
+                apsw.Changeset.apply(changeset, self._connection, conflict=_undo_conflict,
+                                     flags=apsw.SQLITE_CHANGESETAPPLY_FKNOACTION)
             self._connection.execute(
                 f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq >= ?", (seq,), can_cache=False
             )
@@ -361,11 +362,12 @@ class ExecutionEngine:
             connection = worker.connection
             worker._shapes_checked = False
             deltas: dict = {}
-            with worker.authorizer.internal():
+            with worker.authorizer.internal(), storage.replaying(connection):
                 connection.execute("BEGIN IMMEDIATE", can_cache=False)
                 try:
                     for changeset in changesets:
-                        apsw.Changeset.apply(changeset, connection, conflict=_abort_on_conflict)
+                        apsw.Changeset.apply(changeset, connection, conflict=_abort_on_conflict,
+                                             flags=apsw.SQLITE_CHANGESETAPPLY_FKNOACTION)
                         merkle.merge_deltas(deltas, worker.page_deltas(changeset))
                         connection.execute(
                             f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
@@ -463,7 +465,7 @@ class ExecutionEngine:
         """Install one part of a state transfer; on the final part, returns whether the root
         now equals the primary's."""
         with self._lock:
-            with self._connection:
+            with storage.replaying(self._connection), self._connection:
                 if data.schema is not None:
                     self._replace_schema(data.schema)
                 by_table: dict[str, dict[int, tuple]] = {}

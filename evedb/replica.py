@@ -864,7 +864,8 @@ class Replica:
             local = entry.local_root if self.config.passive else entry.local_token
             if local is None:
                 return
-            verdict = self.verification.verdict(local, entry.remote_token, self.peer is PeerState.SYNCED, entry.sequential)
+            synced = self.peer is PeerState.SYNCED
+            verdict = self.verification.verdict(local, entry.remote_token, synced, entry.sequential)
             if verdict is Verdict.WAIT:
                 return
             if verdict is Verdict.DIVERGE or verdict is Verdict.REEXECUTE:

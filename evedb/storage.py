@@ -114,6 +114,20 @@ def open_connection(path: str, options: StorageOptions = StorageOptions()) -> ap
     return connection
 
 
+@contextlib.contextmanager
+def replaying(connection: apsw.Connection):
+    """Writes that replay rows already decided elsewhere (undo, a passive backup's apply, a
+    state transfer): triggers and foreign-key actions must not fire again, their effects are
+    among the rows replayed.  Call outside any transaction (foreign_keys is ignored inside)."""
+    connection.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    _pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        _pragma(connection, "PRAGMA foreign_keys=ON")
+        connection.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
+
+
 def ensure_internal_tables(connection: apsw.Connection) -> None:
     """Create evedb's bookkeeping tables if they are missing (idempotent)."""
     with connection:

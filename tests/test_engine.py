@@ -329,3 +329,38 @@ def test_state_transfer_then_same_batch_gives_same_token(tmp_path):
     finally:
         for engine in engines:
             engine.close()
+
+
+def test_rollback_with_triggers_and_cascades_restores_exactly(tmp_path):
+    """Undo replays recorded rows: triggers and foreign-key actions must not fire again."""
+    path = str(tmp_path / "trig.db")
+    connection = storage.open_connection(path)
+    storage.ensure_internal_tables(connection)
+    connection.execute("CREATE TABLE item(id INTEGER PRIMARY KEY, stock INTEGER)")
+    connection.execute("CREATE TABLE audit(id INTEGER PRIMARY KEY, item INTEGER, note TEXT)")
+    connection.execute("CREATE TABLE line(id INTEGER PRIMARY KEY, item INTEGER REFERENCES item(id) ON DELETE CASCADE)")
+    connection.execute("CREATE TRIGGER stock_audit AFTER UPDATE ON item BEGIN "
+                       "INSERT INTO audit(item, note) VALUES (NEW.id, 'stock ' || NEW.stock); END")
+    connection.execute("CREATE TRIGGER delete_audit AFTER DELETE ON item BEGIN "
+                       "INSERT INTO audit(item, note) VALUES (OLD.id, 'deleted'); END")
+    with connection:
+        connection.executemany("INSERT INTO item VALUES (?, ?)", [(i, 10) for i in range(5)])
+        connection.executemany("INSERT INTO line VALUES (?, ?)", [(i, i % 5) for i in range(10)])
+    connection.close()
+    engine = ExecutionEngine(path, workers=1)
+    try:
+        def snapshot():
+            c = engine._connection
+            return [c.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in ("item", "audit", "line")]
+
+        before, root_before = snapshot(), engine.state_root()
+        batch = to_batch(1, [[("UPDATE item SET stock = stock - 1 WHERE id = 1", ())],
+                             [("DELETE FROM item WHERE id = 2", ())]])
+        engine.execute(batch)
+        after = snapshot()
+        assert len(after[1]) == 2 and len(after[2]) == 8  # two audit rows, cascade removed two lines
+        engine.rollback(1)
+        assert snapshot() == before
+        assert engine.state_root() == root_before == full_root(engine)
+    finally:
+        engine.close()

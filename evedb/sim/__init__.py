@@ -17,6 +17,11 @@ A run is a function of (seed, SimConfig) alone, so a failing seed replays exactl
     from evedb.sim import run_seed
     result = run_seed(17)
     assert result.ok, result.violations
+
+`run_seed(17, passive=True)` runs a passive (Remus-like) pair instead: the primary's fake
+engine ships what each execution changed and the backup's applies it (`store.changeset`,
+`store.apply`); the same checks hold, with the drawn divergence off (passive replication copies
+a wrong parallel execution: nothing would repair it).
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ Rules kept, mirroring the asyncio runtime (evedb/runtime/node.py) and the core's
 - a crash discards the core, everything queued on the engine and every message in flight to
   or from this life (`life` changes); the store recovers to its committed state; a restart
   builds a new core from the persisted (view, role) and the store's committed seq;
-- the engine is checked as it is used: executing a seq that does not follow the last one,
-  committing a seq never executed, serving state with uncommitted batches or installing a
-  state older than the committed one are violations of the core's contract.
+- the engine is checked as it is used: executing or applying a seq that does not follow the
+  last one (an application refused for another parent root aside), committing a seq never
+  executed, serving state with uncommitted batches or installing a state older than the
+  committed one are violations of the core's contract.
 """
 
 from __future__ import annotations
