@@ -223,7 +223,7 @@ def bench_group() -> None:
 @click.option("--clients", type=int, default=8, show_default=True, help="Emulated browsers (closed loop, no think time).")
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds measured per mode.")
 @click.option("--modes", default="unreplicated,sequential,eve,passive", show_default=True,
-              help="Comma-separated: unreplicated, sequential, eve, passive.")
+              help="Comma-separated: unreplicated, sequential, eve, passive, single (one node, one worker).")
 @click.option("--items", type=int, default=1000, show_default=True)
 @click.option("--ebs", type=int, default=1, show_default=True, help="Scale: customers = 2880 x EBs.")
 @click.option("--workers", type=int, default=None, help="Workers per node (default: one per core).")

@@ -6,7 +6,8 @@ Modes (each a fresh deployment on loopback, populated with the same seed):
 - `sequential`:   the pair, one worker per node: traditional agree-then-execute replication;
 - `eve`:          the pair, parallel workers, execute-verify;
 - `passive`:      the pair, the primary executes in parallel and ships its changesets, the
-                  backup applies them (Remus-like primary-backup).
+                  backup applies them (Remus-like primary-backup);
+- `single`:       one node alone with one worker: with `unreplicated`, the executor's scaling.
 
 Every mode's report says whether both nodes ended at the same state root.
 """
@@ -26,7 +27,7 @@ from .driver import RunResult, run_browsers
 from .navigation import INTERACTION_NAMES
 from .populate import populate
 
-MODES = ("unreplicated", "sequential", "eve", "passive")
+MODES = ("unreplicated", "sequential", "eve", "passive", "single")
 _SERVER_ARGS = ("--procedures", "tpcw.procedures", "--rules", "tpcw")
 
 
@@ -92,8 +93,8 @@ def deployment(mode: str, directory: str, workers: int | None, fixed_clock_ms: i
     return Pair(
         os.path.join(directory, mode),
         free_port_pair(),
-        workers=1 if mode == "sequential" else workers,
-        standalone=mode == "unreplicated",
+        workers=1 if mode in ("sequential", "single") else workers,
+        standalone=mode in ("unreplicated", "single"),
         extra_args=extra,
     )
 
@@ -162,7 +163,7 @@ def compare_modes(modes, *, mix: str, clients: int, duration_s: float, items: in
 
 def _ratios(modes: dict) -> dict:
     pairs = [("eve", "sequential"), ("eve", "unreplicated"), ("passive", "unreplicated"), ("eve", "passive"),
-             ("sequential", "unreplicated")]
+             ("sequential", "unreplicated"), ("unreplicated", "single")]
     ratios = {}
     for top, bottom in pairs:
         if top in modes and bottom in modes and modes[bottom]["wips"]:
