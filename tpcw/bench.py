@@ -217,8 +217,11 @@ def write_plot(report: dict, path: str) -> str | None:
     modes = list(report["modes"])
     values = [report["modes"][mode]["wips"] for mode in modes]
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    bars = axis.bar(modes, values, color=["#888888", "#5b8dd6", "#d65b5b", "#5bd68d"][: len(modes)])
+    palette = {"unreplicated": "#888888", "single": "#bbbbbb", "sequential": "#d65b5b", "eve": "#5bd68d",
+               "passive": "#5b8dd6"}
+    bars = axis.bar(modes, values, color=[palette.get(mode, "#999999") for mode in modes])
     axis.bar_label(bars, fmt="%.0f")
+    axis.set_ylim(0, max(values + [1]) * 1.15)
     axis.set_ylabel("WIPS (interactions/s)")
     axis.set_title(f"TPC-W {report['mix']}, {report['clients']} clients, {report['cpus']} CPUs")
     figure.tight_layout()
