@@ -8,10 +8,10 @@ its own data directory loaded once (kv: 10,000 rows through the DB-API driver) a
 for each round, so an idle configuration never runs beside a measured one:
 - `pair`: `evedb serve` primary + backup, default workers (one per core);
 - `pair-sequential`: primary + backup with `--workers 1` (traditional SMR: one executor each);
-- `unreplicated`: the primary alone, `--peer-timeout-ms 500` on both nodes.  A node goes on
+- `unreplicated`: the primary alone, `--peer-timeout-ms 500` on the primary.  A node goes on
   alone only once it has heard its peer since it started (evedb/replica.py, `_heard_peer`), so
-  the backup is started, syncs and is killed (SIGKILL); the measurement starts once the
-  primary reports its backup `down`.  Alone, the primary executes every batch sequentially,
+  the backup is started (empty after the first round: it joins by state transfer), syncs and
+  is killed (SIGKILL); the measurement starts once the primary reports its backup `down`.  Alone, the primary executes every batch sequentially,
   on its own process (nothing would catch a wrong parallel execution).
 
 Workloads: `mixed` (50% `UPDATE kv SET v = ? WHERE k = ?`, 50% `SELECT v FROM kv WHERE k = ?`,
@@ -33,13 +33,21 @@ and the drain after it do not.
 After each measured run, once the load has stopped: `node_status` of both nodes until they
 report the same `committed_seq`, then their `state_root` must be equal.
 
+The nodes run from a snapshot of evedb/, cli/, mixer_rules/ and bench/ taken at the start
+(`--no-snapshot`: from the working tree), so edits made to the tree meanwhile do not reach a
+run halfway.
+
+Before each run, bench/common.py's CPU control (the same loop in 1 then 2 processes) says how
+much of 2 cores the VM really gave at that moment (about 2.0: both at full speed).
+
 CPU: at the edges of each window the generator reads /proc for the primary, its workers, the
 backup, its workers and itself, so the table can say where the 2 cores went, and /proc/stat for
 the whole machine: "cores other" is what anything else on the machine (another job sharing it)
 took during the window.  Before each run the bench waits (at most `--quiet-wait` s) until the
 machine is nearly idle.
 
-Output: a table on stdout, progress on stderr, JSON in bench/out/pair_bench.json.
+Output: a table on stdout, progress on stderr, JSON in bench/out/pair_bench.json
+(bench/out/pair_bench_quick.json for `--quick`).
 
 Profiling, instead of the measurements:
 - `--profile-node mixed|write|null`: the primary of a `pair` runs under cProfile, every thread
@@ -57,6 +65,7 @@ import asyncio
 import concurrent.futures
 import cProfile
 import io
+import json
 import multiprocessing
 import os
 import pstats
@@ -64,6 +73,7 @@ import random
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -353,6 +363,8 @@ class _Load:
         result["cores_other"] = max(0.0, machine_busy - ours) / cpu_wall
         if count:
             result["cpu_us_per_request"] = {name: seconds / count * 1e6 for name, seconds in cpu.items()}
+            result["node_cpu_us_per_request"] = sum(
+                seconds for name, seconds in cpu.items() if name != "generator") / count * 1e6
         if status_before and status_after:
             batches = status_after["batches"] - status_before["batches"]
             result["batches"] = batches
@@ -400,14 +412,52 @@ class Generator:
 
 # --------------------------------------------------------------------------- servers
 
+# Where the nodes import evedb from: the working tree, or a snapshot of it (see snapshot_source).
+SOURCE = {"root": ROOT}
+
+
+def snapshot_source(scratch: Path, attempts: int = 5) -> Path:
+    """Copy evedb/, cli/, mixer_rules/ and bench/ to `scratch`, for the nodes to run from.
+
+    The working tree may change while the bench runs (other work on evedb): the nodes of one run
+    then all run the same code, the code as it was at the start, which the JSON's `source`
+    describes.  A copy taken in the middle of an edit is retried once the tree imports cleanly.
+    """
+    target = scratch / "src"
+    for attempt in range(attempts):
+        shutil.rmtree(target, ignore_errors=True)
+        for name in ("evedb", "cli", "mixer_rules", "bench"):
+            shutil.copytree(ROOT / name, target / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "out", "*.prof"))
+        check = subprocess.run(
+            [sys.executable, "-c", "import evedb.runtime.node, evedb.executor, cli.main, mixer_rules, "
+             + NULL_MODULE],
+            cwd=target, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True)
+        if check.returncode == 0:
+            return target
+        common.progress(f"snapshot of the source does not import (attempt {attempt + 1}):"
+                        f" {check.stderr.strip().splitlines()[-1:]}")
+        time.sleep(2)
+    raise RuntimeError("no importable snapshot of the source")
+
+
 
 def free_port_pair() -> int:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 60000:
-            continue
+    """A port P with P and P + 1 free, below the kernel's ephemeral range.
+
+    A port from the ephemeral range (what binding port 0 gives) may be handed to an outgoing
+    connection later in the run (a client, or a node dialling its dead peer, which can even
+    connect to itself), and the node restarted on it then fails with "address already in use".
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            ephemeral_low = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.Random()
+    low, high = 10_000, max(10_002, ephemeral_low - 2)
+    for _ in range(500):
+        port = rng.randrange(low, high)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -437,38 +487,55 @@ class Setup:
     """One configuration: a data directory (loaded once) and the flags its nodes start with."""
 
     def __init__(self, name: str, directory: Path, *, workers: int | None, backup: bool,
-                 extra_args: tuple[str, ...] = (), load_kv: bool = True, profile_out: str | None = None):
+                 extra_args: tuple[str, ...] = (), primary_args: tuple[str, ...] = (),
+                 load_kv: bool = True, profile_out: str | None = None):
         self.name = name
         self.backup = backup
+        self.primary_args = tuple(primary_args)
         self.load_kv = load_kv
         self.loaded = False
         environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE["root"]), environment.get("PYTHONPATH")]))
         arguments = dict(workers=workers, extra_args=extra_args, env=environment)
         if profile_out:
             self.pair = ProfiledPair(str(directory), free_port_pair(), profile_out=profile_out, **arguments)
         else:
             self.pair = Pair(str(directory), free_port_pair(), **arguments)
-        self.flags = list(self.pair.command("primary")[3:])
+        self.flags = list(self.pair.command("primary")[3:]) + list(self.primary_args)
         self.workers = None
+        self.start_failures: list[str] = []
 
     @property
     def address(self) -> str:
         return self.pair.address("primary")
 
-    def start(self) -> float:
-        """Start the nodes (both, and for `unreplicated` then kill the backup); load kv once."""
-        try:
-            return self._start()
-        except BaseException:
-            self._show_logs()
-            self.pair.stop()  # never leave a node running behind a failed start
-            raise
+    def start(self, attempts: int = 2) -> float:
+        """Start the nodes (both, and for `unreplicated` then kill the backup); load kv once.
+
+        A start that fails is reported (logs kept in bench/out), counted in `start_failures`
+        and tried once more.
+        """
+        for attempt in range(attempts):
+            try:
+                return self._start()
+            except Exception as error:
+                self._show_logs()
+                self.pair.stop()  # never leave a node running behind a failed start
+                self.start_failures.append(f"{type(error).__name__}: {error}")
+                if attempt + 1 == attempts:
+                    raise
+                common.progress(f"  {self.name}: start failed ({error}); trying again")
+        raise AssertionError("unreachable")
 
     def _start(self) -> float:
         started = time.perf_counter()
         self.pair.processes.clear()
-        self.pair.start_all()
+        if not self.backup and self.loaded:
+            # The backup of `unreplicated` was SIGKILLed last time: it starts empty and joins by
+            # state transfer, rather than restarting from whatever state the kill left.
+            shutil.rmtree(Path(self.pair.data_dir) / "backup", ignore_errors=True)
+        self.pair.start("primary", self.primary_args)
+        self.pair.start("backup")
         self.pair.wait_ready(120)
         if self.load_kv and not self.loaded:
             self._load()
@@ -493,11 +560,17 @@ class Setup:
         return time.perf_counter() - started
 
     def _show_logs(self, lines: int = 30) -> None:
+        """The tail of both nodes' logs on stderr; the whole logs kept in bench/out."""
+        common.OUT_DIR.mkdir(parents=True, exist_ok=True)
         for name in ("primary", "backup"):
             path = Path(self.pair.log_dir) / f"{name}.log"
             if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-lines:]
-                common.progress(f"--- {self.name}: last lines of {path}:\n" + "\n".join(tail))
+                text = path.read_text(errors="replace")
+                kept = common.OUT_DIR / f"pair_bench_failed_{self.name.replace(' ', '_')}_{name}.log"
+                kept.write_text(text)
+                tail = text.splitlines()[-lines:]
+                common.progress(f"--- {self.name}: last lines of {path} (all of it in {kept}):\n"
+                                + "\n".join(tail))
 
     def _load(self) -> None:
         rng = random.Random(11)
@@ -560,6 +633,19 @@ class Setup:
 
 
 QUIET = {"max_wait_s": 60.0, "threshold_cores": 0.25}
+# bench/common.py's CpuControl (the same loop in 1 then 2 processes: about 2.0 when both vCPUs
+# give full speed at once), measured just before each run; None: not measured.
+CONTROL: dict = {"control": None}
+
+
+def cpu_speed_ms() -> float:
+    """One core's speed now: ms for a fixed pure-Python loop (best of 3; lower is faster)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        common._spin(300_000)
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def wait_quiet(max_wait: float, threshold: float, sample: float = 0.5) -> tuple[float, float]:
@@ -580,10 +666,14 @@ def measure(generator: Generator, setup: Setup, kind: str, clients: int, warmup:
     waited, busy = wait_quiet(QUIET["max_wait_s"], QUIET["threshold_cores"])
     if waited > 1.0:
         common.progress(f"  (waited {waited:.0f} s for a quiet machine: {busy:.2f} cores busy before {label.strip()})")
+    control = CONTROL["control"].measure() if CONTROL["control"] is not None else float("nan")
+    speed = cpu_speed_ms()
     spec = {"address": setup.address, "kind": kind, "clients": clients, "warmup_s": warmup,
             "duration_s": duration, "seed": seed, "write_share": WRITE_SHARE.get(kind, 0.0),
             "watch": setup.watch()}
     result = generator.run(spec)
+    result["cpu_control"] = control
+    result["speed_ms"] = speed
     result["quiet_wait_s"] = waited
     result["busy_cores_before"] = busy
     result["roots"] = setup.check_roots()
@@ -593,7 +683,7 @@ def measure(generator: Generator, setup: Setup, kind: str, clients: int, warmup:
     common.progress(f"  {label}: {result['throughput']:,.0f} req/s  p50 {result['p50_ms']:.2f} ms"
                     f"  p99 {result['p99_ms']:.2f} ms  errors {result['errors']}  {check}"
                     f" (seq {roots['committed_seq']})  cores: ours {result['cores_ours']:.2f},"
-                    f" others {result['cores_other']:.2f}")
+                    f" others {result['cores_other']:.2f}; CPU control {control:.2f}, speed probe {speed:.1f} ms")
     if result["errors"]:
         common.progress(f"    first error: {result['first_error']}")
     return result
@@ -602,8 +692,10 @@ def measure(generator: Generator, setup: Setup, kind: str, clients: int, warmup:
 def modes_comparison(args, scratch: Path, generator: Generator) -> dict:
     setups = {
         mode: Setup(mode, scratch / mode, workers=MODE_WORKERS[mode], backup=mode != "unreplicated",
-                    extra_args=(("--peer-timeout-ms", str(UNREPLICATED_PEER_TIMEOUT_MS))
-                                if mode == "unreplicated" else ()))
+                    # Only the primary: a backup with a 500 ms timeout may take over while the
+                    # machine is loaded, before it is killed.
+                    primary_args=(("--peer-timeout-ms", str(UNREPLICATED_PEER_TIMEOUT_MS))
+                                  if mode == "unreplicated" else ()))
         for mode in MODES
     }
     runs: dict[str, dict[str, list[dict]]] = {mode: {w: [] for w in WORKLOADS} for mode in MODES}
@@ -624,7 +716,8 @@ def modes_comparison(args, scratch: Path, generator: Generator) -> dict:
             finally:
                 setup.stop()
     return {"runs": runs, "flags": {mode: setups[mode].flags for mode in MODES},
-            "workers": {mode: setups[mode].workers for mode in MODES}}
+            "workers": {mode: setups[mode].workers for mode in MODES},
+            "start_failures": {mode: setups[mode].start_failures for mode in MODES}}
 
 
 NULL_CONFIGS = {
@@ -732,13 +825,15 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
                 "errors": sum(r["errors"] for r in results),
                 "roots": _roots_note(results),
                 "cpu_us_per_request": _cpu_split(results),
+                "node_cpu_us_per_request": _median_of(results, "node_cpu_us_per_request"),
                 "cores_ours": _median_of(results, "cores_ours"),
                 "cores_other": _median_of(results, "cores_other"),
             }
             summary["modes"].setdefault(mode, {})[workload] = entry
             rows.append([mode, workload, entry["throughput"], entry["p50_ms"], entry["p99_ms"],
                          entry["read_p50_ms"], entry["write_p50_ms"],
-                         entry["writes_per_batch"], entry["errors"], entry["roots"], entry["cpu_us_per_request"],
+                         entry["writes_per_batch"], entry["errors"], entry["roots"],
+                         entry["node_cpu_us_per_request"], entry["cpu_us_per_request"],
                          f"{entry['cores_ours']:.2f} / {entry['cores_other']:.2f}"])
     for workload in WORKLOADS:
         pair = [r["throughput"] for r in runs["pair"][workload]]
@@ -746,7 +841,12 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
         alone = [r["throughput"] for r in runs["unreplicated"][workload]]
         efficiency = common.median(pair) / (common.median(alone) / 2)
         per_round = [p / (a / 2) for p, a in zip(pair, alone)]
+        cost_pair = _median_of(runs["pair"][workload], "node_cpu_us_per_request")
+        cost_alone = _median_of(runs["unreplicated"][workload], "node_cpu_us_per_request")
         summary["efficiency"][workload] = {
+            # What the efficiency would be if both modes kept the 2 cores busy: robust to other
+            # jobs on the machine, blind to idle time (latency-bound pipelines).
+            "by_cpu_cost": 2 * cost_alone / cost_pair,
             "of_medians": efficiency,
             "per_round": per_round,
             "median_per_round": common.median(per_round),
@@ -760,7 +860,7 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
             "median_per_round": common.median(per_round),
         }
     headers = ["mode", "workload", "req/s", "p50 ms", "p99 ms", "read p50", "write p50", "writes/batch",
-               "errors", "roots", "CPU µs/req (p pw b bw g)", "cores ours / other"]
+               "errors", "roots", "node CPU µs/req", "CPU µs/req (p pw b bw g)", "cores ours / other"]
     table = common.format_table(headers, rows)
     lines = [
         f"clients {args.clients}, {args.rounds} round(s) of {args.duration:g} s per mode and workload"
@@ -771,13 +871,37 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
     ]
     lines += [
         "CPU µs/req: CPU seconds in the window per request completed, of the primary node process (p),",
-        "its worker processes (pw), the backup (b), its workers (bw) and the load generator (g).",
+        "its worker processes (pw), the backup (b), its workers (bw) and the load generator (g);",
+        "node CPU µs/req = p + pw + b + bw (medians over rounds).",
         "cores ours / other: CPUs kept busy during the window by those processes / by anything else",
         "on the machine (/proc/stat); medians over rounds.",
         "The unreplicated primary runs every batch sequentially on its own process (alone, nothing",
         "verifies a parallel execution: evedb/replica.py `_pump`), so its workers stay idle.",
         "",
     ]
+    controls = [r["cpu_control"] for mode in MODES for workload in WORKLOADS for r in runs[mode][workload]
+                if r.get("cpu_control") == r.get("cpu_control")]
+    if controls:
+        summary["cpu_control"] = {mode: _median_of([r for w in WORKLOADS for r in runs[mode][w]], "cpu_control")
+                                  for mode in MODES}
+        lines += [
+            "CPU control before each run (common.CpuControl: ~2.0 = both vCPUs at full speed at once,"
+            f" ~1.0 = one): median {common.median(controls):.2f}, range {min(controls):.2f}-{max(controls):.2f};"
+            " per mode " + ", ".join(f"{mode} {value:.2f}" for mode, value in summary["cpu_control"].items()),
+        ]
+        speeds = [r["speed_ms"] for mode in MODES for workload in WORKLOADS for r in runs[mode][workload]]
+        summary["speed_ms"] = {mode: _median_of([r for w in WORKLOADS for r in runs[mode][w]], "speed_ms")
+                               for mode in MODES}
+        lines += [
+            f"speed probe before each run (ms for a fixed loop on one core, lower is faster): median"
+            f" {common.median(speeds):.1f}, range {min(speeds):.1f}-{max(speeds):.1f}; per mode "
+            + ", ".join(f"{mode} {value:.1f}" for mode, value in summary["speed_ms"].items()),
+            "",
+        ]
+    failures = {mode: found for mode, found in comparison.get("start_failures", {}).items() if found}
+    if failures:
+        lines += [f"start failures (each retried once; logs in bench/out/pair_bench_failed_*): {failures}", ""]
+    summary["start_failures"] = failures
     for workload in WORKLOADS:
         eff = summary["efficiency"][workload]
         ratio = summary["pair_vs_sequential"][workload]
@@ -785,6 +909,7 @@ def report(args, comparison: dict, nulls: list[dict], generators: dict | None) -
             f"{workload}: pair efficiency = pair / (unreplicated / 2) = {eff['of_medians']:.2f}"
             f" (goal >= 0.85: {'met' if eff['met'] else 'NOT met'}; per round "
             f"{', '.join(f'{v:.2f}' for v in eff['per_round'])}, their median {eff['median_per_round']:.2f});"
+            f" by CPU cost, 2 x node CPU/req unreplicated / pair = {eff['by_cpu_cost']:.2f};"
             f" pair / pair-sequential = {ratio['of_medians']:.2f} (per round "
             f"{', '.join(f'{v:.2f}' for v in ratio['per_round'])})")
     if nulls:
@@ -921,8 +1046,9 @@ def _by_module(stats: pstats.Stats, limit: int = 20, what: str = "the primary no
             key = name
         elif "site-packages/" in filename:
             key = "site-packages/" + filename.split("site-packages/")[1].split("/")[0]
-        elif "/evedb/" in filename or "/cli/" in filename or "/bench/" in filename or "/mixer_rules/" in filename:
-            key = filename.split("/work/main/")[-1] if "/work/main/" in filename else os.path.basename(filename)
+        elif any(f"/{package}/" in filename for package in ("evedb", "cli", "bench", "mixer_rules")):
+            start = max(filename.rfind(f"/{package}/") for package in ("evedb", "cli", "bench", "mixer_rules"))
+            key = filename[start + 1:]
         else:
             key = "stdlib " + os.path.basename(filename)
         totals[key] = totals.get(key, 0.0) + own
@@ -1002,6 +1128,8 @@ def main(argv: list[str] | None = None) -> None:
     arguments.add_argument("--generator", choices=("inline", "process"), default="inline",
                            help="where the load generator runs for the measurements")
     arguments.add_argument("--no-null", action="store_true", help="skip the null-request runs")
+    arguments.add_argument("--no-snapshot", action="store_true",
+                           help="run the nodes from the working tree, not from a snapshot taken at the start")
     arguments.add_argument("--quiet-wait", type=float, default=None,
                            help="seconds to wait, at most, before each run for the machine to be idle"
                                 " (default 60, --quick 5)")
@@ -1031,10 +1159,18 @@ def main(argv: list[str] | None = None) -> None:
         args.generator_rounds = 0
     _check_plain_encoding()
     started = time.perf_counter()
+    if not (args.profile_node or args.profile_engine):
+        CONTROL["control"] = common.CpuControl()
     generator = Generator(args.generator)
     payload: dict = {"arguments": {k: v for k, v in vars(args).items()}}
     try:
         with common.scratch_directory() as scratch:
+            if not args.no_snapshot:
+                payload["source_at_snapshot"] = common.source_note()
+                SOURCE["root"] = snapshot_source(scratch)
+                # `python -m cli.main` puts the current directory first on sys.path.
+                os.chdir(SOURCE["root"])
+                common.progress(f"nodes run from a snapshot of the source in {SOURCE['root']}")
             if args.profile_engine:
                 payload["profile"] = profile_engine(args, scratch)
                 common.write_json("pair_bench_engine_profile", payload)
@@ -1051,10 +1187,20 @@ def main(argv: list[str] | None = None) -> None:
             payload["null"] = nulls
             payload["generator_check"] = generators
     finally:
+        os.chdir(ROOT)
         generator.close()
+        if CONTROL["control"] is not None:
+            CONTROL["control"].close()
     payload["elapsed_s"] = time.perf_counter() - started
     common.progress(f"done in {payload['elapsed_s']:.0f} s")
-    common.write_json("pair_bench", payload)
+    if args.quick:
+        # A quick run never replaces the default run's result.
+        path = common.write_json("pair_bench_quick", payload)
+        document = json.loads(path.read_text())
+        document["command"] = "python -m bench.pair_bench" + "".join(" " + a for a in sys.argv[1:])
+        path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    else:
+        common.write_json("pair_bench", payload)
 
 
 if __name__ == "__main__":
