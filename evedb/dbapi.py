@@ -29,7 +29,7 @@ import datetime
 import functools
 import re
 import time
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from . import errors
 from .access import analyze

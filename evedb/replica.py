@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .batcher import Batcher
 from .messages import (

@@ -133,26 +133,36 @@ def test_writes_through_the_driver_reach_both_nodes(pair):
     assert status["role"] == "primary" and status["view"] == 0 and status["peer_state"] == "synced"
 
 
-def test_kill_backup_mid_load_primary_serves_and_backup_catches_up(pair):
+def stop_clients(stop, clients) -> None:
+    stop.set()
+    for client in clients:
+        client.join(30)
+
+
+def kill_backup_scenario(pair: Pair) -> dict:
+    """Bank load; kill -9 the backup; the primary serves alone; the backup restarts and
+    catches up; the bank checks and equal roots hold.  Returns the primary's status while alone."""
     setup_bank(pair.dsn)
     stop, clients = run_clients(pair.dsn, 3)
     wait_for(lambda: acknowledged_count(clients) >= 30, 60, "first transfers")
     pair.kill("backup")
     before = acknowledged_count(clients)
     wait_for(lambda: acknowledged_count(clients) >= before + 40, 60, "progress without the backup")
-    assert node_status(pair.address("primary"))["peer_state"] == "down"
+    alone = node_status(pair.address("primary"))
+    assert alone["peer_state"] == "down"
     pair.start("backup")
     wait_for(lambda: node_status(pair.address("primary"))["peer_state"] == "synced", 60, "backup back in sync")
     after = acknowledged_count(clients)
     wait_for(lambda: acknowledged_count(clients) >= after + 20, 60, "progress with the backup back")
-    stop.set()
-    for client in clients:
-        client.join(30)
+    stop_clients(stop, clients)
     check_bank(pair.dsn, clients)
     wait_for(lambda: roots_equal(pair), 20, "equal roots after catch-up")
+    return alone
 
 
-def test_kill_primary_mid_load_backup_takes_over_and_old_primary_rejoins(pair):
+def kill_primary_scenario(pair: Pair) -> None:
+    """Bank load; kill -9 the primary; the backup takes over in view 1 and clients go on; the
+    old primary restarts and rejoins as backup; the bank checks and equal roots hold."""
     setup_bank(pair.dsn)
     stop, clients = run_clients(pair.dsn, 3)
     wait_for(lambda: acknowledged_count(clients) >= 30, 60, "first transfers")
@@ -164,11 +174,19 @@ def test_kill_primary_mid_load_backup_takes_over_and_old_primary_rejoins(pair):
     pair.start("primary")  # the old primary: it must see view 1 and rejoin as backup
     wait_for(lambda: node_status(pair.address("primary"))["role"] == "backup", 60, "old primary steps down")
     wait_for(lambda: node_status(pair.address("backup"))["peer_state"] == "synced", 60, "old primary in sync")
-    stop.set()
-    for client in clients:
-        client.join(30)
+    after = acknowledged_count(clients)
+    wait_for(lambda: acknowledged_count(clients) >= after + 20, 60, "progress with the old primary as backup")
+    stop_clients(stop, clients)
     check_bank(pair.dsn, clients)
     wait_for(lambda: roots_equal(pair), 20, "equal roots after rejoin")
+
+
+def test_kill_backup_mid_load_primary_serves_and_backup_catches_up(pair):
+    kill_backup_scenario(pair)
+
+
+def test_kill_primary_mid_load_backup_takes_over_and_old_primary_rejoins(pair):
+    kill_primary_scenario(pair)
 
 
 def test_forced_divergence_is_repaired_and_clients_see_only_correct_replies(tmp_path):

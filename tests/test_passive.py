@@ -16,7 +16,6 @@ from collections import Counter
 
 import pytest
 
-import evedb
 from evedb.client import node_status
 from evedb.messages import Apply, Batch, CatchUp, Execute, Heartbeat, NeedState, SyncRequest, TokenReport
 from evedb.replica import (
@@ -35,7 +34,17 @@ from evedb.replica import (
 from evedb.runtime.launch import Pair, free_port_pair
 from evedb.sim import format_result, run_seed
 from evedb.sim.store import FakeStore, add_request
-from test_pair import acknowledged_count, check_bank, roots_equal, run_clients, setup_bank, wait_for
+from test_pair import (
+    acknowledged_count,
+    check_bank,
+    kill_backup_scenario,
+    kill_primary_scenario,
+    roots_equal,
+    run_clients,
+    setup_bank,
+    stop_clients,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -50,18 +59,12 @@ def passive_pair(tmp_path):
         started.stop()
 
 
-def _stop(stop, clients) -> None:
-    stop.set()
-    for client in clients:
-        client.join(30)
-
-
 def test_passive_pair_serves_writes_and_the_backup_applies_instead_of_executing(passive_pair):
     pair = passive_pair
     setup_bank(pair.dsn)
     stop, clients = run_clients(pair.dsn, 3)
     wait_for(lambda: acknowledged_count(clients) >= 60, 60, "60 transfers")
-    _stop(stop, clients)
+    stop_clients(stop, clients)
     check_bank(pair.dsn, clients)
     wait_for(lambda: roots_equal(pair), 10, "equal roots")
     primary, backup = node_status(pair.address("primary")), node_status(pair.address("backup"))
@@ -76,45 +79,13 @@ def test_passive_pair_serves_writes_and_the_backup_applies_instead_of_executing(
 
 
 def test_passive_kill_backup_mid_load_primary_serves_and_backup_catches_up(passive_pair):
-    pair = passive_pair
-    setup_bank(pair.dsn)
-    stop, clients = run_clients(pair.dsn, 3)
-    wait_for(lambda: acknowledged_count(clients) >= 30, 60, "first transfers")
-    pair.kill("backup")
-    before = acknowledged_count(clients)
-    wait_for(lambda: acknowledged_count(clients) >= before + 40, 60, "progress without the backup")
-    primary = node_status(pair.address("primary"))
-    assert primary["peer_state"] == "down"
-    assert primary["reexecutions"] == 0  # alone, passive commits its parallel executions as they are
-    pair.start("backup")
-    wait_for(lambda: node_status(pair.address("primary"))["peer_state"] == "synced", 60, "backup back in sync")
-    after = acknowledged_count(clients)
-    wait_for(lambda: acknowledged_count(clients) >= after + 20, 60, "progress with the backup back")
-    _stop(stop, clients)
-    check_bank(pair.dsn, clients)
-    wait_for(lambda: roots_equal(pair), 20, "equal roots after catch-up")
-    assert node_status(pair.address("backup"))["applied_batches"] > 0  # applying again once in sync
+    alone = kill_backup_scenario(passive_pair)
+    assert alone["reexecutions"] == 0  # alone, passive commits its parallel executions as they are
+    assert node_status(passive_pair.address("backup"))["applied_batches"] > 0  # applying again once in sync
 
 
 def test_passive_kill_primary_mid_load_backup_takes_over_and_old_primary_rejoins(passive_pair):
-    pair = passive_pair
-    setup_bank(pair.dsn)
-    stop, clients = run_clients(pair.dsn, 3)
-    wait_for(lambda: acknowledged_count(clients) >= 30, 60, "first transfers")
-    pair.kill("primary")
-    before = acknowledged_count(clients)
-    wait_for(lambda: acknowledged_count(clients) >= before + 40, 60, "progress through failover")
-    backup = node_status(pair.address("backup"))
-    assert backup["role"] == "primary" and backup["view"] == 1
-    pair.start("primary")  # the old primary: it sees view 1 and rejoins as backup
-    wait_for(lambda: node_status(pair.address("primary"))["role"] == "backup", 60, "old primary steps down")
-    wait_for(lambda: node_status(pair.address("backup"))["peer_state"] == "synced", 60, "old primary in sync")
-    after = acknowledged_count(clients)
-    wait_for(lambda: acknowledged_count(clients) >= after + 20, 60, "progress with the old primary as backup")
-    _stop(stop, clients)
-    check_bank(pair.dsn, clients)  # total intact, no acknowledged transfer lost or applied twice
-    wait_for(lambda: roots_equal(pair), 20, "equal roots after rejoin")
-    assert node_status(pair.address("primary"))["applied_batches"] > 0  # the old primary now applies
+    kill_primary_scenario(passive_pair)
 
 
 def test_a_pair_of_mismatched_modes_refuses_to_pair(tmp_path):
