@@ -27,15 +27,21 @@ ACCOUNTS = 20
 INITIAL = 1000
 
 
-@pytest.fixture
-def pair(tmp_path):
-    started = Pair(str(tmp_path / "pair"), free_port_pair(), workers=1, extra_args=("--peer-timeout-ms", "700"))
+def running_pair(tmp_path, **settings):
+    """A started, ready pair on loopback (a short peer timeout keeps failover tests quick),
+    stopped when the test ends: use it with `yield from`."""
+    started = Pair(str(tmp_path / "pair"), free_port_pair(), extra_args=("--peer-timeout-ms", "700"), **settings)
     started.start_all()
     try:
         started.wait_ready(60)
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    yield from running_pair(tmp_path, workers=1)
 
 
 def setup_bank(dsn: str) -> None:
@@ -124,9 +130,7 @@ def test_writes_through_the_driver_reach_both_nodes(pair):
     setup_bank(pair.dsn)
     stop, clients = run_clients(pair.dsn, 3)
     wait_for(lambda: acknowledged_count(clients) >= 60, 60, "60 transfers")
-    stop.set()
-    for client in clients:
-        client.join(30)
+    stop_clients(stop, clients)
     check_bank(pair.dsn, clients)
     wait_for(lambda: roots_equal(pair), 10, "equal roots")
     status = node_status(pair.address("primary"))
@@ -318,9 +322,7 @@ def test_a_node_with_an_empty_data_directory_joins_by_state_transfer(pair):
     setup_bank(pair.dsn)
     stop, clients = run_clients(pair.dsn, 2)
     wait_for(lambda: acknowledged_count(clients) >= 40, 60, "some transfers")
-    stop.set()
-    for client in clients:
-        client.join(30)
+    stop_clients(stop, clients)
     # Restart the primary (its in-memory log of batches is gone) and give the backup nothing.
     pair.stop()
     shutil.rmtree(os.path.join(pair.data_dir, "backup"))

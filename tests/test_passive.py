@@ -41,6 +41,7 @@ from test_pair import (
     kill_primary_scenario,
     roots_equal,
     run_clients,
+    running_pair,
     setup_bank,
     stop_clients,
     wait_for,
@@ -49,14 +50,7 @@ from test_pair import (
 
 @pytest.fixture
 def passive_pair(tmp_path):
-    started = Pair(str(tmp_path / "pair"), free_port_pair(), workers=2, replication="passive",
-                   extra_args=("--peer-timeout-ms", "700"))
-    started.start_all()
-    try:
-        started.wait_ready(60)
-        yield started
-    finally:
-        started.stop()
+    yield from running_pair(tmp_path, workers=2, replication="passive")
 
 
 def test_passive_pair_serves_writes_and_the_backup_applies_instead_of_executing(passive_pair):

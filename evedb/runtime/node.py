@@ -489,8 +489,10 @@ class Node:
 
     def _read_only(self, request: Request) -> bool:
         if request.kind is RequestKind.PROCEDURE:
-            rules = self.config.rules
-            return bool(rules is not None and rules.access(request.procedure or "", request.args).read_only)
+            # Only the rule's read-only flag matters here; the keys (which depend on the
+            # arguments) are worked out once, by the engine's planning, for batched requests.
+            rule = self.config.rules.procedures.get(request.procedure or "") if self.config.rules else None
+            return rule is not None and rule.read_only
         return all(analyze(statement.sql).read_only for statement in request.statements)
 
     def _deliver(self, reply: Reply) -> None:
