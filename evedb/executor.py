@@ -80,11 +80,11 @@ class Worker:
     def close(self) -> None:
         self.connection.close()
 
-    # --- internal SQL: never cached, so never reused for a client (see storage.py) ---
+    # --- internal SQL: cached under a secret tag, so never reused for a client (storage.py) ---
 
     def _internal(self, sql: str, bindings=None):
         with self.authorizer.internal():
-            return self.connection.execute(sql, bindings, can_cache=False).fetchall()
+            return self.connection.execute(storage.INTERNAL_TAG + sql, bindings).fetchall()
 
     # --- a share ---
 
@@ -137,9 +137,9 @@ class Worker:
                             result.committed = True
                         else:
                             self.connection.execute(
-                                f"INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) VALUES (?, ?)",
+                                f"{storage.INTERNAL_TAG}INSERT INTO {storage.INTERNAL_PREFIX}undo(seq, changeset) "
+                                "VALUES (?, ?)",
                                 (seq, apsw.Changeset.invert(changeset)),
-                                can_cache=False,
                             )
                             result.undo_id = self.connection.last_insert_rowid()
             # A read share changes nothing that may last: rolling it back also undoes whatever a
@@ -346,10 +346,11 @@ class Worker:
             else:
                 select, _ = self._table_shape(table)
                 key = _key(change.old, change.pk_columns)
-                # A user table's row read may use the statement cache: the client authorizer
-                # allows exactly that read too.  The reply cache's may not (it is internal).
-                cacheable = not table.startswith(storage.INTERNAL_PREFIX)
-                current = self.connection.execute(select, key, can_cache=cacheable).fetchall()
+                # A user table's row read may use the statement cache as it is: the client
+                # authorizer allows exactly that read too.  An internal table's read is tagged.
+                if table.startswith(storage.INTERNAL_PREFIX):
+                    select = storage.INTERNAL_TAG + select
+                current = self.connection.execute(select, key).fetchall()
                 new_row = current[0]
                 old_row = tuple(
                     new_value if old_value is apsw.no_change else old_value

@@ -80,15 +80,23 @@ class ProcedureCursor:
 class ProcedureContext:
     """The `db` argument of a procedure: SQL on the worker's connection, batch time, seeded random."""
 
-    __slots__ = ("_run", "timestamp_ms", "random", "seq", "position", "_ids_issued")
+    __slots__ = ("_run", "timestamp_ms", "_random", "_seed", "seq", "position", "_ids_issued")
 
     def __init__(self, run_statement: Callable, timestamp_ms: int, seed: int, position: int, seq: int = 0):
         self._run = run_statement
         self.timestamp_ms = timestamp_ms
-        self.random = random.Random((seed << 32) ^ position ^ 0x5EED)
+        self._random: random.Random | None = None
+        self._seed = (seed << 32) ^ position ^ 0x5EED
         self.seq = seq
         self.position = position
         self._ids_issued = 0
+
+    @property
+    def random(self) -> random.Random:
+        """A generator seeded from (batch seed, position): built on first use (~4 µs)."""
+        if self._random is None:
+            self._random = random.Random(self._seed)
+        return self._random
 
     def new_id(self) -> int:
         """A fresh id, the same on every replica and every re-execution, growing with batch

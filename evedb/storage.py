@@ -15,9 +15,10 @@ Owns:
 
 Rules kept:
 - the authorizer on a client connection never changes; evedb's own statements on such a
-  connection (savepoints, the undo record) run with `can_cache=False` inside `internal()`, so
-  no statement prepared while they were allowed can ever be reused for a client (apsw's
-  statement cache skips the authorizer on reuse);
+  connection (savepoints, the undo record) run inside `internal()` and either with
+  `can_cache=False` or with their text prefixed by `INTERNAL_TAG`, a comment holding a secret
+  drawn per process: no statement prepared while they were allowed can ever be reused for a
+  client (apsw's statement cache skips the authorizer on reuse, and is keyed by the text);
 - every user table has a primary key (checked after DDL by `tables_without_primary_key`).
 """
 
@@ -27,6 +28,7 @@ import contextlib
 import functools
 import random
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 
@@ -38,6 +40,9 @@ INTERNAL_PREFIX = "_evedb_"
 # The replicated reply cache: the last reply to each client, part of the state root.
 REPLIES_TABLE = "_evedb_replies"
 CLOCK_VFS_NAME = "evedb_clock"
+# Prefix of evedb's own statements that may enter a client connection's statement cache.  The
+# secret is never sent anywhere, so no client can write a text equal to a cached internal one.
+INTERNAL_TAG = f"/* evedb-internal {secrets.token_hex(16)} */ "
 # Julian day of the Unix epoch, in milliseconds: SQLite's clock is Julian-day milliseconds.
 _UNIX_EPOCH_JULIAN_MS = 210_866_760_000_000
 
@@ -179,16 +184,24 @@ class RequestEntropy:
 
     def __init__(self):
         self._generator = random.Random(0)
+        self._seed: int | None = None
 
     def reseed(self, batch_seed: int, position: int) -> None:
-        self._generator.seed((batch_seed << 32) ^ position, version=2)
+        # Seeding costs ~4 µs and most requests never call random(): seed on first use.
+        self._seed = (batch_seed << 32) ^ position
+
+    def _ready(self) -> random.Random:
+        if self._seed is not None:
+            self._generator.seed(self._seed, version=2)
+            self._seed = None
+        return self._generator
 
     def random(self) -> int:
-        return self._generator.getrandbits(64) + _INT64_MIN
+        return self._ready().getrandbits(64) + _INT64_MIN
 
     def randomblob(self, size) -> bytes:
         size = max(1, int(size or 1))
-        return self._generator.getrandbits(8 * size).to_bytes(size, "little")
+        return self._ready().getrandbits(8 * size).to_bytes(size, "little")
 
 
 def install_deterministic_functions(connection: apsw.Connection, entropy: RequestEntropy) -> None:
@@ -287,7 +300,7 @@ class ClientAuthorizer:
 
     @contextlib.contextmanager
     def internal(self):
-        """Allow evedb's own statements.  Use only with `can_cache=False`."""
+        """Allow evedb's own statements.  Use only with `can_cache=False` or `INTERNAL_TAG`."""
         self.internal_depth += 1
         try:
             yield
@@ -313,6 +326,7 @@ _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 _FIRST_WORD = re.compile(r"[A-Za-z_]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def first_keyword(sql: str) -> str:
     """The first word of a statement, lower-case, after comments and blanks."""
     position = _LEADING_NOISE.match(sql).end()

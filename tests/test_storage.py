@@ -100,7 +100,8 @@ def test_schema_pragmas_are_allowed(worker):
 
 def test_refused_statement_stays_refused_after_internal_use_of_same_text(worker):
     # apsw's statement cache skips the authorizer when it reuses a prepared statement.  evedb's
-    # internal statements never enter the cache, so a client's identical text is re-checked.
+    # internal statements enter it only under a secret tag, so a client's text (even one that
+    # copies the statement, or the tag's shape) is prepared and checked anew.
     internal_text = "SELECT value FROM _evedb_meta"
     with worker.authorizer.internal():
         worker.connection.execute(internal_text, can_cache=False).fetchall()
@@ -108,9 +109,23 @@ def test_refused_statement_stays_refused_after_internal_use_of_same_text(worker)
     for _ in range(3):
         reply = run(worker, internal_text)
         assert reply.error is not None and "_evedb_meta" in reply.error.message
+    forged = "/* evedb-internal 00000000000000000000000000000000 */ " + internal_text
+    assert "_evedb_meta" in run(worker, forged).error.message
     # The same holds for transaction control, which the executor itself uses.
     reply = run(worker, "SAVEPOINT evedb_request")
     assert reply.error.kind == "NotSupportedError"
+
+
+def test_internal_statements_enter_the_cache_only_under_the_secret_tag(worker):
+    # A write request runs the executor's savepoint and reply-cache statements, tagged and
+    # cached; afterwards the same statement text without the tag is still refused to a client.
+    reply = run(worker, "INSERT INTO item(id, name, price) VALUES (99, 'x', 1.0)", position=1)
+    assert reply.ok, reply.error
+    assert storage.INTERNAL_TAG.startswith("/* evedb-internal ") and len(storage.INTERNAL_TAG) > 40
+    untagged = "SELECT request_id, reply FROM _evedb_replies WHERE client_id = ?"
+    for position in (2, 3):
+        refused = run(worker, untagged, ("c",), position=position)
+        assert refused.error is not None and "_evedb_replies" in refused.error.message
 
 
 def test_cache_pitfall_is_real_without_can_cache_false(tmp_path):
