@@ -197,7 +197,7 @@ class Node:
             elif kind is core.CommitUpTo:
                 self._on_engine(self.engine.commit, action.seq)
             elif kind is core.RunReads:
-                self._on_engine(self.engine.execute_reads, action.requests, int(time.time() * 1000),
+                self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
                                 callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
             elif kind is core.PersistView:
                 self._on_engine(self._persist_view, action.view, action.role)
@@ -210,6 +210,16 @@ class Node:
                                 callback=lambda ok, data=action.data: self._state_installed(ok, data))
             elif kind is core.Log:
                 log.info("%s: %s", self.config.listen, action.text)
+
+    def _run_reads(self, requests, timestamp_ms: int) -> list[Reply]:
+        """A group of reads; it always answers, since the core waits for one group at a time."""
+        for attempt in (1, 2):  # a worker that died is replaced by the executor: try once more
+            try:
+                return self.engine.execute_reads(requests, timestamp_ms)
+            except Exception as error:
+                log.error("%s: reads failed (attempt %d): %r", self.config.listen, attempt, error)
+                failure = error
+        return [Reply(request.client_id, request.request_id, (), error_info(failure)) for request in requests]
 
     def _after_engine_work(self, send, item) -> None:
         """Send once every engine call asked for before it is done (the core's contract: a
