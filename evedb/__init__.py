@@ -54,6 +54,11 @@ def connect(
     max_batch: int = 256,
     timeout: float | None = None,
     client_id: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Connection:
     """Open a connection.
 
@@ -68,13 +73,19 @@ def connect(
     client_id: this client's identity for exactly-once replies (default: a fresh random one).
       Requests are numbered from 1 per connection, so reuse an id only for a client that
       continues where it left off, never for two live connections.
+    user, password: credentials for a node started with --auth-file (or in the DSN:
+      "evedb://user:password@host:port").
+    tls_ca, tls_cert, tls_key: TLS to the nodes (or "evedb+tls://host:port?ca=FILE"): the CA
+      that signed their certificates (default: the system's), and a client certificate.
     """
     from .storage import StorageOptions
 
-    if database.startswith("evedb://"):
+    if database.startswith(("evedb://", "evedb+tls://")):
         from .client import RemoteTransport
 
-        return Connection(RemoteTransport(database, timeout=timeout or 10.0), autocommit=autocommit, client_id=client_id)
+        transport = RemoteTransport(database, timeout=timeout or 10.0, user=user, password=password,
+                                    tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        return Connection(transport, autocommit=autocommit, client_id=client_id)
     from .embedded import open_database
     from .procedures import load_modules, registered_modules
 

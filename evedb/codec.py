@@ -191,9 +191,16 @@ _PEER_TYPES = {
 }
 
 
-def _freeze(value):
+# Peer messages nest a few levels (StateData: 4).  msgpack decodes up to ~1000 levels, and
+# rebuilding that recursively would overflow Python's stack (found by tests/test_fuzz.py).
+_MAX_NESTING = 64
+
+
+def _freeze(value, depth: int = 0):
     if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
+        if depth >= _MAX_NESTING:
+            raise CodecError(f"value nested deeper than {_MAX_NESTING} levels")
+        return tuple(_freeze(item, depth + 1) for item in value)
     return value
 
 

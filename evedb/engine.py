@@ -19,11 +19,19 @@ Rules kept:
   page deltas of each uncommitted batch are kept so a rollback can subtract them;
 - a batch that changed the schema cannot be undone by changesets; rolling it back raises,
   and such batches are executed alone (DDL is exclusive) so the pair can repair by transfer.
+
+The race probe (opt-in, `serve --race-probe`, for bench/race_masking): before executing a
+batch in parallel, the engine executes it sequentially in batch order, takes that token,
+undoes it, and only then runs the parallel execution, which is the one kept.  A batch whose
+two tokens differ is a *manifestation*: its parallel execution is not the batch-order one.
+Each probe is appended to a JSON-lines file (seq, view, both tokens), so the measurement can
+join the two replicas' records by seq.  It changes what the node computes only in timing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -69,6 +77,10 @@ class EngineStats:
     # changed rows included) and the token (row hashing in workers + tree, root, reply hash).
     execute_seconds: float = 0.0
     token_seconds: float = 0.0
+    # The race probe (see the module docstring): batches probed, and those whose parallel
+    # token differed from the batch-order one.
+    race_probes: int = 0
+    race_manifestations: int = 0
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -126,11 +138,23 @@ class ExecutionEngine:
         procedure_modules: Sequence[str] = (),
         rules=None,
         max_parallel: int = 64,
+        parallel_writers: bool = False,
+        reverse_writer_dispatch: bool = False,
+        writer_stagger_ms: float = 0.0,
+        mixer_false_negative_rate: float = 0.0,
+        race_probe_path: str | None = None,
     ):
         self.path = path
         self.options = options
         self.rules = rules
         self.max_parallel = max_parallel
+        self.parallel_writers = parallel_writers
+        self.reverse_writer_dispatch = reverse_writer_dispatch
+        self.writer_stagger_ms = writer_stagger_ms
+        if not 0.0 <= mixer_false_negative_rate <= 1.0:
+            raise ValueError(f"mixer_false_negative_rate must be in [0, 1], not {mixer_false_negative_rate!r}")
+        self.mixer_false_negative_rate = mixer_false_negative_rate
+        self.race_probe_path = race_probe_path
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self.stats = EngineStats()
         self._lock = threading.RLock()
@@ -155,7 +179,10 @@ class ExecutionEngine:
     def _make_executor(self, workers: int):
         if workers <= 1:
             return InlineExecutor(self.path, self.options, self._procedure_modules)
-        return ProcessExecutor(self.path, self.options, workers, self._procedure_modules)
+        return ProcessExecutor(self.path, self.options, workers, self._procedure_modules,
+                               parallel_writers=self.parallel_writers,
+                               reverse_writer_dispatch=self.reverse_writer_dispatch,
+                               writer_stagger_ms=self.writer_stagger_ms)
 
     @property
     def sequential_executor(self):
@@ -220,7 +247,8 @@ class ExecutionEngine:
                 for access, request in zip(accesses, batch.requests)
             ]
         writes = [not access.read_only for access in accesses]
-        return mix(accesses, self.max_parallel), writes
+        return mix(accesses, self.max_parallel, false_negative_rate=self.mixer_false_negative_rate,
+                   seed=batch.seed), writes
 
     # --- execution ---
 
@@ -242,6 +270,10 @@ class ExecutionEngine:
             if sequential:
                 parallel_plan = [list(range(len(batch.requests)))]
                 executor = self.sequential_executor
+            probe_token = None
+            if self.race_probe_path and not sequential and not commit and self._probe_worthwhile(batch, parallel_plan):
+                root_before = self.tree.root()
+                probe_token = self._batch_order_token(batch, writes)
             started = time.perf_counter()
             try:
                 result = executor.run(batch, parallel_plan, writes, final=commit)
@@ -260,11 +292,48 @@ class ExecutionEngine:
                 self.perturb_executions -= 1
                 _perturb(result)
             outcome = self._finish(batch, result, len(parallel_plan))
+            if probe_token is not None:
+                self._record_probe(batch, root_before, probe_token, outcome.token)
             self.stats.execute_seconds += executed - started
             self.stats.token_seconds += result.hash_seconds + (time.perf_counter() - executed)
             if commit:
                 self.commit(batch.seq)
             return outcome
+
+    # --- the race probe ---
+
+    def _probe_worthwhile(self, batch: Batch, parallel_plan) -> bool:
+        # Only a parallel batch holding a write beside another request can run in another
+        # order than the batch's; a batch with an exclusive request (DDL) cannot be undone.
+        if not any(len(group) > 1 for group in parallel_plan):
+            return False
+        return not any(self.access_of(request).exclusive for request in batch.requests)
+
+    def _batch_order_token(self, batch: Batch, writes) -> int:
+        """The token of `batch` executed sequentially in batch order, leaving no trace."""
+        result = self.sequential_executor.run(batch, [list(range(len(batch.requests)))], writes)
+        try:
+            self.tree.apply_deltas(result.page_deltas)
+            replies_digest = merkle.replies_hash(codec.encode_reply(reply) for reply in result.replies)
+            token = merkle.token(batch.seq, batch.view, self.tree.root(), replies_digest)
+        finally:
+            self.tree.apply_deltas({page: -delta % merkle.HASH_MODULUS for page, delta in result.page_deltas.items()})
+            # Nothing later than this batch has run (batches execute in seq order), so this
+            # undoes exactly the probe's own transaction.
+            self._undo_from(batch.seq)
+        return token
+
+    def _record_probe(self, batch: Batch, root_before: int, batch_order_token: int, parallel_token: int) -> None:
+        manifested = batch_order_token != parallel_token
+        self.stats.race_probes += 1
+        self.stats.race_manifestations += manifested
+        with open(self.race_probe_path, "a", encoding="utf-8") as log:
+            log.write(json.dumps({
+                "seq": batch.seq, "view": batch.view, "requests": len(batch.requests),
+                "root_before": f"{root_before:032x}",
+                "manifested": manifested, "parallel_token": f"{parallel_token:032x}",
+                "batch_order_token": f"{batch_order_token:032x}",
+            }) + "\n")
 
     def _finish(self, batch: Batch, result: PlanResult, parallel_batches: int) -> Outcome:
         if any(reply is None for reply in result.replies):

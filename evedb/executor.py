@@ -20,6 +20,19 @@ How a worker runs its share of a parallel batch (a "share" is the requests one w
 Rules kept: requests of one share run in ascending position order; all writes of a parallel
 batch go to one worker (they would serialize on the file lock anyway); a dead worker is
 replaced and reported as `WorkerDied` so the caller can roll the batch back and re-run it.
+
+Parallel writers (opt-in, `serve --parallel-writers`): the writes of a parallel batch are
+dealt round-robin to several writer shares, one per worker.  Each takes `BEGIN IMMEDIATE`
+and they serialize on SQLite's write lock (waiting through the busy timeout) in an order
+that depends on timing: a real source of nondeterminism, which is what execute-verify must
+mask when the mixer is wrong.  It stays correct because each writer share is its own SQLite
+transaction with its own undo record, committed under the write lock, so undo ids follow
+commit order and undoing them newest-first restores the state; page deltas are sums (order
+free); and no writer share may be `final` (the batch is several transactions).
+`reverse_writer_dispatch` hands writer shares out last-first, and `writer_stagger_ms` makes
+the k-th writer share handed out wait k times that long before it asks for the lock, so the
+lock order mostly follows the dispatch order: a replica given the opposite dispatch order of
+its peer then rarely takes the same wrong order (schedule diversity; bench/race_masking).
 """
 
 from __future__ import annotations
@@ -213,6 +226,8 @@ class Worker:
             self._internal("RELEASE evedb_request")
             return Reply(request.client_id, request.request_id, tuple(results)), schema_changed
         except Exception as error:  # the request's own failure is its reply
+            if storage.is_storage_failure(error):
+                raise  # a full or failing disk is the node's failure, never a reply (fail-stop)
             self._internal("ROLLBACK TO evedb_request")
             self._internal("RELEASE evedb_request")
             return Reply(request.client_id, request.request_id, (), error_info(error)), False
@@ -418,6 +433,16 @@ def plan_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) 
     return write_positions, [read_positions[i:i + size] for i in range(0, len(read_positions), size)]
 
 
+def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
+    """Parallel writers: deal the writes round-robin into at most `workers` writer shares.
+
+    Round-robin rather than contiguous runs, so neighbouring requests (the likeliest to
+    conflict when the mixer errs) land in different shares.
+    """
+    count = max(1, min(workers, len(write_positions)))
+    return [list(write_positions[i::count]) for i in range(count)] if write_positions else []
+
+
 class InlineExecutor:
     """One worker in this process: sequential execution in batch order."""
 
@@ -452,8 +477,10 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
             break
         if message[0] == "stop":
             break
-        _, seq, timestamp_ms, seed, items, writes, final = message
+        _, seq, timestamp_ms, seed, items, writes, final, start_delay_ms = message
         try:
+            if start_delay_ms:
+                time.sleep(start_delay_ms / 1000)
             items = [(position, codec.request_from_plain(plain)) for position, plain in items]
             share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
             answer = [
@@ -537,10 +564,17 @@ class ProcessExecutor:
         options: storage.StorageOptions,
         workers: int,
         procedure_modules: Sequence[str] = (),
+        *,
+        parallel_writers: bool = False,
+        reverse_writer_dispatch: bool = False,
+        writer_stagger_ms: float = 0.0,
     ):
         if workers < 1:
             raise ValueError("a process executor needs at least one worker")
         self.workers = workers
+        self.parallel_writers = parallel_writers
+        self.reverse_writer_dispatch = reverse_writer_dispatch
+        self.writer_stagger_ms = writer_stagger_ms
         self._arguments = (path, options, list(procedure_modules))
         # spawn, not fork: the coordinator has threads, and a forked SQLite handle is unsafe.
         self._context = multiprocessing.get_context("spawn")
@@ -554,15 +588,23 @@ class ProcessExecutor:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
 
-        def message(share_positions, share_writes: bool, share_final: bool):
+        def message(share_positions, share_writes: bool, share_final: bool, start_delay_ms: float = 0.0):
             items = [[p, encoded[p]] for p in share_positions]
-            return ["share", batch.seq, batch.timestamp_ms, batch.seed, items, share_writes, share_final]
+            return ["share", batch.seq, batch.timestamp_ms, batch.seed, items, share_writes, share_final,
+                    start_delay_ms]
 
         for positions in plan:
             write_positions, read_chunks = plan_shares(positions, [writes[p] for p in positions], self.workers)
             pending = list(read_chunks)
             busy: list[int] = []
-            if write_positions:
+            if self.parallel_writers and len(write_positions) > 1:
+                writer_shares = split_writers(write_positions, self.workers)
+                slots = list(range(len(writer_shares)))
+                if self.reverse_writer_dispatch:
+                    slots.reverse()
+                for rank, slot in enumerate(slots):  # never final: the batch is several transactions
+                    self._call(slot, message(writer_shares[slot], True, False, rank * self.writer_stagger_ms), busy)
+            elif write_positions:
                 self._call(0, message(write_positions, True, final and len(plan) == 1 and not pending), busy)
             for slot in range(self.workers):
                 if pending and slot not in busy:

@@ -32,6 +32,14 @@ requests sit in r.  So j's round is the first non-full round at or after
 `1 + max(round of the earlier requests it conflicts with)`.  That maximum comes from per-table
 indexes of the highest round that read (wrote) each object, each key, each partition
 modulus and the whole table, so each request costs a few dict lookups per object it touches.
+
+False negatives on purpose (`false_negative_rate`, `serve --mixer-false-negative-rate`): to
+measure how execute-verify masks concurrency bugs, the mixer can be made wrong.  With
+probability P a request ignores its conflicts with earlier requests (it still respects
+exclusive requests) and so may join a parallel batch holding a request it conflicts with.
+The draw for request i is a hash of (seed, i) with no RNG state, so the wrong plan is still a
+pure function of the batch and every replica forms the same one, as in Eve.  With P = 0 (the
+default) every rule above holds.
 """
 
 from __future__ import annotations
@@ -206,13 +214,29 @@ class _TableIndex:
                 self.rows_all = rnd
 
 
-def mix(accesses: Sequence[Access], max_parallel: int = 64) -> list[list[int]]:
+_MASK64 = (1 << 64) - 1
+
+
+def _unit_draw(seed: int, index: int) -> float:
+    """A number in [0, 1) that depends only on (seed, index): splitmix64 of their mix."""
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return ((z ^ (z >> 31)) >> 11) / float(1 << 53)
+
+
+def mix(accesses: Sequence[Access], max_parallel: int = 64, *,
+        false_negative_rate: float = 0.0, seed: int = 0) -> list[list[int]]:
     """Parallel batches, in execution order, each a list of ascending indices into `accesses`.
 
     Equal to the greedy multi-pass rule of the module docstring, computed in one pass.
+    `false_negative_rate` > 0 makes it deliberately wrong (see the module docstring); `seed`
+    (the batch's) picks which requests ignore their conflicts.
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be at least 1, not {max_parallel!r}")
+    if not 0.0 <= false_negative_rate <= 1.0:
+        raise ValueError(f"false_negative_rate must be in [0, 1], not {false_negative_rate!r}")
     reads: dict[str, _TableIndex] = {}
     writes: dict[str, _TableIndex] = {}
     rounds: list[list[int]] = []
@@ -256,6 +280,8 @@ def mix(accesses: Sequence[Access], max_parallel: int = 64) -> list[list[int]]:
                     r = idx.last_conflicting(key, shape)
                     if r > last:
                         last = r
+            if false_negative_rate and _unit_draw(seed, i) < false_negative_rate:
+                last = barrier  # the deliberate mistake: forget every earlier conflict
             rnd = last + 1
             if rnd < len(rounds) and skip[rnd] != rnd:
                 rnd = first_free(rnd)

@@ -222,6 +222,10 @@ class ReplicaConfig:
     reads_in_flight: int = 1
     heartbeat_ms: int = 100
     peer_timeout_ms: int = 1500
+    # A gap between two ticks longer than this means this node itself was stalled (paused,
+    # starved); silence measured across it is not the peer's (see `tick`).  0: never assume it
+    # (unit tests that model a silent peer with one long tick).
+    local_stall_ms: int = 0
     retransmit_ms: int = 300
     log_limit: int = 100_000
     # No peer at all: a single unreplicated node (commits its own executions, parallel ones
@@ -281,6 +285,7 @@ class Replica:
         self._actions: list = []
         self._now_ms = now_ms
         self.last_heard_ms = now_ms
+        self._last_tick_ms = now_ms
         # Nothing heard from the peer in this life yet: never go on alone before it has spoken
         # (while this node was down, the peer may have taken over in a higher view).
         self._heard_peer = False
@@ -982,6 +987,14 @@ class Replica:
 
     def tick(self, now_ms: int) -> None:
         self._now_ms = now_ms
+        if self.config.local_stall_ms and now_ms - self._last_tick_ms > self.config.local_stall_ms:
+            # This node itself did not run for a while (SIGSTOP, a VM pause, starvation): what
+            # the peer sent meanwhile is still unread, so the silence it measures is its own.
+            # Deciding on it would let a paused backup take over from a primary that went on
+            # without it, or a paused primary go on alone after its backup took over (found by
+            # the fault campaign: acknowledged writes lost).  Count from now instead.
+            self.last_heard_ms = max(self.last_heard_ms, now_ms)
+        self._last_tick_ms = now_ms
         silent_ms = now_ms - self.last_heard_ms
         if self.role is Role.PRIMARY:
             if self.peer is not PeerState.DOWN and silent_ms > self.config.peer_timeout_ms and self._heard_peer:

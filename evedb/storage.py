@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 import re
 import secrets
@@ -67,6 +68,41 @@ class _ClockVFS(apsw.VFS):
         return timestamp_ms + _UNIX_EPOCH_JULIAN_MS
 
 
+# Test hook (the fault campaign's full disk): while the file named by this variable exists,
+# every SQLite write of this process fails with SQLITE_FULL.  An environment variable, not an
+# argument, so the worker processes a node spawns inherit it.
+DISK_FULL_FILE_ENV = "EVEDB_TEST_DISK_FULL_FILE"
+
+
+class _DiskFullFile(apsw.VFSFile):
+    def __init__(self, vfs: str, filename, flags, trigger: str):
+        super().__init__(vfs, filename, flags)
+        self._trigger = trigger
+
+    def xWrite(self, data, offset) -> None:  # noqa: N802 - apsw's name
+        if os.path.exists(self._trigger):
+            raise apsw.FullError("database or disk is full (test hook: " + self._trigger + " exists)")
+        super().xWrite(data, offset)
+
+
+class _DiskFullClockVFS(_ClockVFS):
+    """The clock VFS whose files refuse writes while the trigger file exists."""
+
+    def __init__(self, trigger: str):
+        super().__init__()
+        self._trigger = trigger
+
+    def xOpen(self, name, flags):  # noqa: N802 - apsw's name
+        return _DiskFullFile("", name, flags, self._trigger)
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """The disk failed under SQLite (full, or an I/O error): the node, not the request, is at
+    fault.  A worker's failure reaches the coordinator as its traceback text, hence the names."""
+    return isinstance(error, (apsw.FullError, apsw.IOError)) or any(
+        name in str(error) for name in ("apsw.FullError", "apsw.IOError"))
+
+
 _clock_vfs: _ClockVFS | None = None
 _clock_lock = threading.Lock()
 
@@ -75,7 +111,8 @@ def _ensure_clock_vfs() -> None:
     global _clock_vfs
     with _clock_lock:
         if _clock_vfs is None:
-            _clock_vfs = _ClockVFS()
+            trigger = os.environ.get(DISK_FULL_FILE_ENV)
+            _clock_vfs = _DiskFullClockVFS(trigger) if trigger else _ClockVFS()
 
 
 @dataclass(frozen=True, slots=True)

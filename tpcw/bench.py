@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 from evedb.client import node_status
-from evedb.runtime.launch import Pair, free_port_pair
+from evedb.runtime.launch import Pair
+from evedb.runtime.modes import deployment as _deployment, percentile as _percentile, \
+    settled_statuses as _settled_statuses
 
 from .driver import RunResult, run_browsers
 from .navigation import INTERACTION_NAMES
 from .populate import populate
 
-MODES = ("unreplicated", "sequential", "eve", "passive", "single")
 _SERVER_ARGS = ("--procedures", "tpcw.procedures", "--rules", "tpcw")
 
 
@@ -75,28 +75,8 @@ class ModeResult:
         }
 
 
-def _percentile(values: list[float], percent: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(percent / 100 * (len(ordered) - 1))))]
-
-
 def deployment(mode: str, directory: str, workers: int | None, fixed_clock_ms: int | None = None) -> Pair:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODES)}")
-    extra = _SERVER_ARGS
-    if mode == "passive":
-        extra = extra + ("--replication", "passive")
-    if fixed_clock_ms is not None:
-        extra = extra + ("--fixed-clock-ms", str(fixed_clock_ms))
-    return Pair(
-        os.path.join(directory, mode),
-        free_port_pair(),
-        workers=1 if mode in ("sequential", "single") else workers,
-        standalone=mode in ("unreplicated", "single"),
-        extra_args=extra,
-    )
+    return _deployment(mode, directory, workers, server_args=_SERVER_ARGS, fixed_clock_ms=fixed_clock_ms)
 
 
 def run_mode(mode: str, *, mix: str, clients: int, duration_s: float, items: int, ebs: int, seed: int,
@@ -121,20 +101,6 @@ def run_mode(mode: str, *, mix: str, clients: int, duration_s: float, items: int
         say("")
         primary, backup, roots_equal = _settled_statuses(pair)
     return ModeResult(mode, run, primary, backup, roots_equal, rows / max(report.load_seconds, 1e-9))
-
-
-def _settled_statuses(pair: Pair, timeout: float = 15.0):
-    """Both nodes' statuses once the backup has caught up with the last commits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        primary = node_status(pair.address("primary"))
-        if pair.standalone:
-            return primary, None, True
-        backup = node_status(pair.address("backup"))
-        equal = primary["state_root"] == backup["state_root"] and primary["committed_seq"] == backup["committed_seq"]
-        if equal or time.monotonic() > deadline:
-            return primary, backup, equal
-        time.sleep(0.1)
 
 
 def compare_modes(modes, *, mix: str, clients: int, duration_s: float, items: int, ebs: int, seed: int = 7,

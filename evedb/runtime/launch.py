@@ -62,7 +62,8 @@ class Pair:
 
     def __init__(self, data_dir: str, port: int, *, workers: int | None = None, host: str = "127.0.0.1",
                  extra_args: tuple[str, ...] = (), log_dir: str | None = None, env: dict | None = None,
-                 standalone: bool = False, replication: str | None = None):
+                 standalone: bool = False, replication: str | None = None, tls=None,
+                 auth_file: str | None = None, credentials: tuple[str, str] | None = None):
         self.data_dir = data_dir
         self.host = host
         self.ports = (port, port + 1)
@@ -74,6 +75,12 @@ class Pair:
         self.standalone = standalone
         # "eve" or "passive" (`serve --replication`); None: the serve default (eve).
         self.replication = replication
+        # Hardening: `tls` is a runtime.tls.TLSFiles for both nodes (its CA, if any, is also what
+        # clients here trust); `credentials` (user, password) are used by `dsn` and `wait_ready`
+        # when the nodes run with `auth_file`.
+        self.tls = tls
+        self.auth_file = auth_file
+        self.credentials = credentials
         os.makedirs(data_dir, exist_ok=True)
         self.secret_file = os.path.join(data_dir, "pair.secret")
         if not os.path.exists(self.secret_file):
@@ -84,7 +91,21 @@ class Pair:
     @property
     def dsn(self) -> str:
         ports = self.ports[:1] if self.standalone else self.ports
-        return "evedb://" + ",".join(f"{self.host}:{port}" for port in ports)
+        return self._dsn([f"{self.host}:{port}" for port in ports])
+
+    def node_dsn(self, name: str) -> str:
+        """A DSN for one node (with this pair's TLS and credentials), e.g. for node_status."""
+        return self._dsn([self.address(name)])
+
+    def _dsn(self, addresses: list[str]) -> str:
+        from urllib.parse import quote
+
+        scheme = "evedb+tls://" if self.tls is not None else "evedb://"
+        user = ""
+        if self.credentials is not None:
+            user = f"{quote(self.credentials[0], safe='')}:{quote(self.credentials[1], safe='')}@"
+        query = f"?ca={quote(self.tls.ca)}" if self.tls is not None and self.tls.ca else ""
+        return scheme + user + ",".join(addresses) + query
 
     def address(self, name: str) -> str:
         return f"{self.host}:{self.ports[0] if name == 'primary' else self.ports[1]}"
@@ -105,6 +126,12 @@ class Pair:
             command += ["--workers", str(self.workers)]
         if self.replication is not None:
             command += ["--replication", self.replication]
+        if self.tls is not None:
+            command += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key]
+            if self.tls.ca:
+                command += ["--tls-ca", self.tls.ca]
+        if self.auth_file is not None:
+            command += ["--auth-file", self.auth_file]
         return command + list(self.extra_args)
 
     def start(self, name: str, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -146,12 +173,12 @@ class Pair:
         last = None
         while time.monotonic() < deadline:
             try:
-                status = node_status(self.address("primary"), timeout=2)
+                status = node_status(self.node_dsn("primary"), timeout=2)
                 last = status
                 if self.standalone and status["role"] == "primary":
                     return
                 if status["role"] == "primary" and status["peer_state"] == "synced":
-                    backup = node_status(self.address("backup"), timeout=2)
+                    backup = node_status(self.node_dsn("backup"), timeout=2)
                     if backup["role"] == "backup" and backup["peer_state"] == "synced":
                         return
             except Exception as error:  # not up yet

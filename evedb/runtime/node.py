@@ -13,6 +13,10 @@ How it is wired:
   peer dialled.  Every peer frame is HMAC-signed with the shared secret.
 - A client's reply is written when the core releases it (after its batch committed); a
   request that arrives while the same (client, request id) waits joins the wait.
+- The port (`listener`) may require TLS; a client authenticates in its hello when the node
+  has an `--auth-file`; every client is held to `limits` (connections, requests in flight,
+  frame, statement and result sizes, unread output).  Nothing a client does or fails to do
+  (not reading its replies included) makes the loop, the core or the engine wait.
 - Replication mode (`--replication eve|passive`): the peer hello names the dialler's mode, and
   a node refuses (logs an error, closes the link) a peer running the other one, so a
   mismatched pair never pairs.  In passive mode the primary's execution results carry their
@@ -27,6 +31,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -34,21 +39,27 @@ from .. import codec, replica as core, storage
 from ..access import analyze
 from ..engine import ExecutionEngine
 from ..errors import error_info
-from ..messages import Reply, Request, RequestKind
+from ..messages import ErrorInfo, Reply, Request, RequestKind
+from . import tls as tls_contexts
+from .auth import Authenticator
+from .limits import BoundedWriter, LimitCounters, Limits
+from .listener import Listener
 from .transport import (
     DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     FrameError,
+    FrameTooLarge,
+    Hello,
     decode_frame,
+    discard_bytes,
     encode_frame,
     parse_address,
+    parse_hello,
     read_frame,
     read_raw_frame,
 )
 
 log = logging.getLogger("evedb.node")
-
-DEFAULT_CLIENT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -70,8 +81,11 @@ class NodeConfig:
     heartbeat_ms: int = 100
     peer_timeout_ms: int = 1500
     tick_ms: int = 10
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    client_max_frame_bytes: int = DEFAULT_CLIENT_MAX_FRAME_BYTES
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # peer frames; client limits are in `limits`
+    # Hardening (`serve --tls-*`, `--auth-file`, `--max-*`): see runtime/tls, auth, limits.
+    limits: Limits = field(default_factory=Limits)
+    tls: tls_contexts.TLSFiles | None = None
+    auth_file: str | None = None
     # Test hook: the next N parallel executions on this node give one wrong reply (forced
     # divergence, to show it is caught and repaired).
     perturb_executions: int = 0
@@ -81,10 +95,25 @@ class NodeConfig:
     # "eve" (execute-verify) or "passive" (the primary ships changesets, the backup applies
     # them); both nodes must run the same.
     replication: str = "eve"
+    # Concurrency-bug masking (bench/race_masking): split a parallel batch's writes across
+    # workers (timing decides their order), make the mixer wrong with this probability, hand
+    # writer shares out last-first (schedule diversity), and log a batch-order probe per batch.
+    parallel_writers: bool = False
+    mixer_false_negative_rate: float = 0.0
+    reverse_writer_dispatch: bool = False
+    writer_stagger_ms: float = 0.0
+    race_probe: bool = False
     extra: dict = field(default_factory=dict)
 
 
 REPLICATION_MODES = ("eve", "passive")
+# An oversized client frame up to this many times the limit is read and dropped (the client
+# then reads a clear error and keeps its connection); a larger one closes the connection.
+_MAX_DISCARD_FACTOR = 4
+# Statements longer than this are not analysed on the event loop (see `_read_only`).
+_LOOP_ANALYSIS_MAX_CHARS = 4096
+# The exit status of a node that stopped because its disk is full or failing (EX_IOERR).
+STORAGE_FAILURE_EXIT_CODE = 74
 # A refused peer dials again every half second: say so in the log once in this many ms.
 _REFUSAL_LOG_INTERVAL_MS = 30_000
 
@@ -102,6 +131,15 @@ def _root_bytes(root: int) -> bytes:
 class Node:
     def __init__(self, config: NodeConfig):
         self.config = config
+        # TLS and auth files are loaded first: a bad one stops the node before it opens anything.
+        self._tls_server = tls_contexts.server_context(config.tls) if config.tls else None
+        self._tls_peer = tls_contexts.peer_dial_context(config.tls) if config.tls else None
+        self._authenticator = Authenticator.from_file(config.auth_file) if config.auth_file else None
+        if self._authenticator and config.peer and config.secret is None and not (config.tls and config.tls.ca):
+            raise ValueError("--auth-file with --peer needs the peer authenticated too: --secret-file or --tls-ca")
+        # scrypt checks run off the loop, two at a time: a flood of logins cannot take every core.
+        self._auth_slots = asyncio.Semaphore(2)
+        self.limit_counters = LimitCounters()
         os.makedirs(config.data_dir, exist_ok=True)
         self.path = os.path.join(config.data_dir, "evedb.db")
         options = storage.StorageOptions(synchronous=config.synchronous, reply_cache=True)
@@ -111,6 +149,11 @@ class Node:
             options=options,
             procedure_modules=config.procedure_modules,
             rules=config.rules,
+            parallel_writers=config.parallel_writers,
+            reverse_writer_dispatch=config.reverse_writer_dispatch,
+            writer_stagger_ms=config.writer_stagger_ms,
+            mixer_false_negative_rate=config.mixer_false_negative_rate,
+            race_probe_path=os.path.join(config.data_dir, "race_probe.jsonl") if config.race_probe else None,
         )
         self.engine.perturb_executions = config.perturb_executions
         self.engine.fixed_clock_ms = config.fixed_clock_ms
@@ -128,6 +171,8 @@ class Node:
                 pipeline_depth=config.pipeline_depth,
                 heartbeat_ms=config.heartbeat_ms,
                 peer_timeout_ms=config.peer_timeout_ms,
+                # A loop late by half a peer timeout was itself stalled (SIGSTOP, starvation).
+                local_stall_ms=config.peer_timeout_ms // 2,
                 standalone=config.peer is None,
                 passive=config.replication == "passive",
             ),
@@ -137,12 +182,13 @@ class Node:
             now_ms=_now_ms(),
         )
         self._engine_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evedb-engine")
-        self._waiting: dict[tuple[str, int], list[asyncio.StreamWriter]] = {}
+        self._waiting: dict[tuple[str, int], list[BoundedWriter]] = {}
         # Sends waiting for the engine work asked for before them: (gate future, send, item).
         self._outbox: collections.deque = collections.deque()
         self._last_engine_call: concurrent.futures.Future | None = None
         self._peer_writer: asyncio.StreamWriter | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._listener = Listener(config.listen, self._serve_connection, limits=config.limits,
+                                  counters=self.limit_counters, tls_context=self._tls_server, name=config.listen)
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,8 +201,7 @@ class Node:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        host, port = parse_address(self.config.listen)
-        self._server = await asyncio.start_server(self._serve_connection, host, port, limit=1 << 20)
+        await self._listener.start()
         self._tasks.append(asyncio.create_task(self._tick_forever()))
         if self.config.peer is not None:
             self._tasks.append(asyncio.create_task(self._dial_peer_forever()))
@@ -172,8 +217,7 @@ class Node:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._server is not None:
-            self._server.close()
+        self._listener.close()
         if self._peer_writer is not None:
             self._peer_writer.close()
         self._engine_thread.shutdown(wait=True)
@@ -201,6 +245,8 @@ class Node:
                                 callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
             elif kind is core.PersistView:
                 self._on_engine(self._persist_view, action.view, action.role)
+                if action.role is core.Role.BACKUP:
+                    self._redirect_waiting_clients()
             elif kind is core.RequestState:
                 self._on_engine(self.engine.state_request, self.core.view, callback=self._send_peer)
             elif kind is core.ServeState:
@@ -241,8 +287,10 @@ class Node:
         loop = self._loop
 
         def done(completed: concurrent.futures.Future) -> None:
-            loop.call_soon_threadsafe(self._flush_outbox)
             error = completed.exception()
+            if error is not None and storage.is_storage_failure(error):
+                self._fail_stop(function, error)
+            loop.call_soon_threadsafe(self._flush_outbox)
             if error is not None:
                 log.error("%s: engine call %s failed: %r", self.config.listen, getattr(function, "__name__", function), error)
                 return
@@ -250,6 +298,15 @@ class Node:
                 loop.call_soon_threadsafe(self._after_engine, callback, completed.result())
 
         future.add_done_callback(done)
+
+    def _fail_stop(self, function, error: BaseException) -> None:
+        """The disk is full or failing: stop at once, before anything queued behind this engine
+        call is sent (a node that cannot write must not acknowledge).  The peer takes over; the
+        node, restarted once there is space, reopens at its last committed state and catches up."""
+        log.critical("%s: storage failure in %s, stopping (fail-stop): %r", self.config.listen,
+                     getattr(function, "__name__", function), error)
+        logging.shutdown()
+        os._exit(STORAGE_FAILURE_EXIT_CODE)
 
     def _after_engine(self, callback, result) -> None:
         callback(result)
@@ -331,8 +388,18 @@ class Node:
         host, port = parse_address(self.config.peer)
         while True:
             try:
-                reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-            except OSError:
+                if self._tls_peer is None:
+                    reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        host, port, limit=1 << 20, ssl=self._tls_peer, server_hostname=host,
+                        ssl_handshake_timeout=5)
+            except ssl.SSLError as error:
+                self._log_refusal(f"TLS handshake with peer {self.config.peer} failed: "
+                                  f"{getattr(error, 'reason', None) or error}")
+                await asyncio.sleep(0.5)
+                continue
+            except (OSError, asyncio.TimeoutError):
                 await asyncio.sleep(0.2)
                 continue
             writer.write(encode_frame(["hello", PROTOCOL_VERSION, "peer", self.config.listen, self.config.replication],
@@ -391,36 +458,28 @@ class Node:
             self._refusal_logged_ms[text] = now
             log.error("%s: %s", self.config.listen, text)
 
-    # --- clients ---
+    # --- clients (and every connection's hello) ---
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One accepted connection (the listener did TLS): the hello, then a peer or a client."""
         kind = None
         try:
-            # The peer signs even its hello; clients do not.  Try the client form first only
-            # if the frame decodes as msgpack without a MAC.
-            hello = await asyncio.wait_for(self._read_hello(reader), 10)
+            hello = await asyncio.wait_for(self._read_hello(reader), self.config.limits.hello_timeout_s)
             if hello is None:
                 return
-            kind = hello[2]
+            kind = hello.kind
             if kind == "peer":
-                theirs = hello[4] if len(hello) == 5 else "eve"  # a hello without it: an eve node
-                if theirs != self.config.replication:
-                    reason = (f"replication mode mismatch: {hello[3]} runs {theirs!r} replication, "
-                              f"{self.config.listen} runs {self.config.replication!r}; both nodes of a pair "
-                              "must run the same --replication")
-                    self._log_refusal(f"refusing to pair: {reason}")
-                    writer.write(encode_frame(["error", "ReplicationMismatch", reason], self.config.secret))
+                refusal = self._peer_refusal(hello, writer)
+                if refusal is not None:
+                    self._log_refusal(f"refusing to pair: {refusal[1]}")
+                    writer.write(encode_frame(["error", *refusal], self.config.secret))
                     return
                 writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen], self.config.secret))
                 await self._serve_peer(reader, writer)
             else:
-                writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen, self.core.role.value]))
-                self.client_connections += 1
-                try:
-                    await self._serve_client(reader, writer)
-                finally:
-                    self.client_connections -= 1
+                await self._serve_client_connection(hello, reader, writer)
         except FrameError as error:
+            self.limit_counters.malformed_frames += 1
             log.warning("%s: closing a %s connection: %s", self.config.listen, kind or "new", error)
             if kind != "peer":
                 try:
@@ -437,34 +496,89 @@ class Node:
             except Exception:
                 pass
 
-    async def _read_hello(self, reader: asyncio.StreamReader):
+    async def _read_hello(self, reader: asyncio.StreamReader) -> Hello | None:
         """The first frame: a client's plain hello, or the peer's signed one."""
-        data = await read_raw_frame(reader, self.config.max_frame_bytes)
+        data = await read_raw_frame(reader, self.config.limits.max_hello_bytes)
         if data is None:
             return None
-        hello = None
         if self.config.secret is not None:
             try:
-                hello = decode_frame(data, self.config.secret)
+                hello = parse_hello(decode_frame(data, self.config.secret), REPLICATION_MODES)
             except FrameError:
                 hello = None
-            if hello is not None and not (isinstance(hello, list) and len(hello) in (4, 5) and hello[2] == "peer"):
-                hello = None
-        if hello is None:
-            hello = decode_frame(data, None)
-            if isinstance(hello, list) and len(hello) in (4, 5) and hello[2] == "peer" and self.config.secret is not None:
-                raise FrameError("peer hello without a valid MAC: wrong or missing --secret-file")
-        if not (isinstance(hello, list) and hello[0:1] == ["hello"] and (
-                (len(hello) == 4 and hello[2] in ("client", "admin", "peer"))
-                or (len(hello) == 5 and hello[2] == "peer" and hello[4] in REPLICATION_MODES))):
-            raise FrameError("the first frame must be a hello")
-        if hello[1] != PROTOCOL_VERSION:
-            raise FrameError(f"protocol version {hello[1]} is not supported (this node speaks {PROTOCOL_VERSION})")
+            if hello is not None and hello.kind == "peer":
+                return hello
+        hello = parse_hello(decode_frame(data, None), REPLICATION_MODES)
+        if hello.kind == "peer" and self.config.secret is not None:
+            raise FrameError("peer hello without a valid MAC: wrong or missing --secret-file")
         return hello
 
-    async def _serve_client(self, reader, writer) -> None:
+    def _peer_refusal(self, hello: Hello, writer) -> tuple[str, str] | None:
+        """(error kind, reason) if this peer may not link, else None."""
+        if self.config.tls is not None and self.config.tls.ca and not writer.get_extra_info("peercert"):
+            return "AuthenticationFailed", (f"{hello.name} sent no certificate signed by --tls-ca; with --tls-ca "
+                                            "the peer link is mutual TLS")
+        if self._authenticator is not None and self.config.secret is None and not (self.config.tls and self.config.tls.ca):
+            return "AuthenticationFailed", ("this node authenticates its clients, so a peer must authenticate "
+                                            "too: give both nodes --secret-file (or --tls-ca)")
+        if hello.replication != self.config.replication:
+            return "ReplicationMismatch", (f"replication mode mismatch: {hello.name} runs {hello.replication!r} "
+                                           f"replication, {self.config.listen} runs {self.config.replication!r}; "
+                                           "both nodes of a pair must run the same --replication")
+        return None
+
+    async def _serve_client_connection(self, hello: Hello, reader, writer) -> None:
+        limits = self.config.limits
+        if self.client_connections >= limits.max_connections:
+            self.limit_counters.connections_refused += 1
+            self._log_refusal(f"refusing clients: {self.client_connections} connected (--max-connections "
+                              f"{limits.max_connections})")
+            writer.write(encode_frame(["error", "TooManyConnections",
+                                       f"this node already serves {self.client_connections} clients, its limit "
+                                       f"(--max-connections {limits.max_connections}); try again later"]))
+            return
+        self.client_connections += 1  # the slot is held during authentication too
+        try:
+            if self._authenticator is not None:
+                refusal = await self._authenticate(hello)
+                if refusal is not None:
+                    self.limit_counters.authentication_failures += 1
+                    log.warning("%s: authentication failed for user %r from %s: %s", self.config.listen,
+                                (hello.user or "")[:64], writer.get_extra_info("peername"), refusal)
+                    writer.write(encode_frame(["error", "AuthenticationFailed", refusal]))
+                    return
+            writer.write(encode_frame(["welcome", PROTOCOL_VERSION, self.config.listen, self.core.role.value]))
+            await self._serve_client(reader, BoundedWriter(writer, limits, self.limit_counters, self.config.listen))
+        finally:
+            self.client_connections -= 1
+
+    async def _authenticate(self, hello: Hello) -> str | None:
+        """None if the hello's credentials are good, else the reason told to the client."""
+        if hello.user is None:
+            return ("this node requires authentication: connect with evedb://USER:PASSWORD@HOST:PORT "
+                    "or evedb.connect(..., user=..., password=...)")
+        async with self._auth_slots:  # scrypt costs tens of ms: off the loop, two at a time
+            good = await asyncio.get_running_loop().run_in_executor(
+                None, self._authenticator.verify, hello.user, hello.password)
+        return None if good else "wrong user name or password"
+
+    async def _serve_client(self, reader, connection: BoundedWriter) -> None:
+        limits = self.config.limits
         while True:
-            frame = await read_frame(reader, self.config.client_max_frame_bytes)
+            # Back-pressure: with max_inflight_per_client replies owed, stop reading this socket.
+            if await connection.gate.wait_for_room():
+                self.limit_counters.inflight_pauses += 1
+            try:
+                frame = await read_frame(reader, limits.max_frame_bytes)
+            except FrameTooLarge as error:
+                self.limit_counters.malformed_frames += 1
+                connection.write(encode_frame(["error", "DataError", f"{error} (--max-frame-bytes)"]))
+                # Skip the payload so the stream stays in step and the client reads the error
+                # (closing with it unread would reset the connection); a huge one ends it.
+                if error.length > _MAX_DISCARD_FACTOR * limits.max_frame_bytes:
+                    return
+                await discard_bytes(reader, error.length)
+                continue
             if frame is None:
                 return
             if not isinstance(frame, list) or not frame:
@@ -473,29 +587,45 @@ class Node:
                 try:
                     request = codec.request_from_plain(frame[1])
                 except codec.CodecError as error:
-                    writer.write(encode_frame(["error", "InterfaceError", str(error)]))
+                    self.limit_counters.malformed_frames += 1
+                    connection.write(encode_frame(["error", "InterfaceError", str(error)]))
                     continue
-                self._on_client_request(request, writer)
-            elif frame[0] == "status":
+                self._on_client_request(request, connection)
+            elif frame[0] == "status" and len(frame) == 1:
                 # The root is read on the engine thread, after whatever it is doing now.
                 root = await asyncio.wrap_future(self._engine_thread.submit(self.engine.state_root_hex))
-                writer.write(encode_frame(["status", self.status(root)]))
+                connection.write(encode_frame(["status", self.status(root)]))
             else:
-                writer.write(encode_frame(["error", "InterfaceError", f"unknown message type {frame[0]!r}"]))
+                self.limit_counters.malformed_frames += 1
+                connection.write(encode_frame(["error", "InterfaceError", f"unknown message type {str(frame[0])[:64]!r}"]))
 
-    def _on_client_request(self, request: Request, writer) -> None:
+    def _on_client_request(self, request: Request, connection: BoundedWriter) -> None:
+        limit = self.config.limits.max_statement_bytes
+        for statement in request.statements:
+            size = len(statement.sql.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                self.limit_counters.statements_refused += 1
+                self._reply_now(connection, request, ErrorInfo(
+                    "DataError", f"a statement of {size} bytes is over the node's limit of {limit} "
+                                 "(--max-statement-bytes); nothing was executed"))
+                return
         if self.core.role is not core.Role.PRIMARY:
-            reply = core.not_primary_reply(request, self.config.peer)
-            writer.write(encode_frame(["reply", codec.reply_to_plain(reply)]))
+            connection.write(encode_frame(["reply", codec.reply_to_plain(core.not_primary_reply(request, self.config.peer))]))
             return
         try:
             read_only = self._read_only(request)
         except Exception as error:  # analysis never crashes the node
-            writer.write(encode_frame(["reply", codec.reply_to_plain(Reply(request.client_id, request.request_id, (), error_info(error)))]))
+            self._reply_now(connection, request, error_info(error))
             return
-        self._waiting.setdefault((request.client_id, request.request_id), []).append(writer)
+        connection.gate.take()
+        self._waiting.setdefault((request.client_id, request.request_id), []).append(connection)
         self.core.on_client_request(request, read_only, _now_ms())
         self._perform()
+
+    @staticmethod
+    def _reply_now(connection: BoundedWriter, request: Request, error: ErrorInfo) -> None:
+        reply = Reply(request.client_id, request.request_id, (), error)
+        connection.write(encode_frame(["reply", codec.reply_to_plain(reply)]))
 
     def _read_only(self, request: Request) -> bool:
         if request.kind is RequestKind.PROCEDURE:
@@ -503,15 +633,42 @@ class Node:
             # arguments) are worked out once, by the engine's planning, for batched requests.
             rule = self.config.rules.procedures.get(request.procedure or "") if self.config.rules else None
             return rule is not None and rule.read_only
+        # sqlglot parses at tens of microseconds per token: a long statement analysed here would
+        # hold the loop (and every client and heartbeat) for seconds.  It is taken as a write
+        # instead, which is always safe (it is batched and verified); the engine analyses it.
+        if any(len(statement.sql) > _LOOP_ANALYSIS_MAX_CHARS for statement in request.statements):
+            return False
         return all(analyze(statement.sql).read_only for statement in request.statements)
 
+    def _redirect_waiting_clients(self) -> None:
+        """Stepped down: this node will not answer the requests waiting here (their batches were
+        dropped), so tell their clients now where the primary is instead of leaving them to
+        their timeout (found by the fault campaign: 30 s stalls after a paused primary woke).
+        Not an acknowledgement: the retry keeps its request id, and the reply cache runs it once."""
+        for client_id, request_id in list(self._waiting):
+            self._deliver(core.not_primary_reply(Request.statement(client_id, request_id, ""), self.config.peer))
+
     def _deliver(self, reply: Reply) -> None:
-        frame = None
-        for writer in self._waiting.pop((reply.client_id, reply.request_id), []):
-            if writer.is_closing():
-                continue
-            frame = frame or encode_frame(["reply", codec.reply_to_plain(reply)])
-            writer.write(frame)
+        """Write a released reply to every connection waiting for it.  Never waits: a client
+        that does not read is disconnected by its BoundedWriter, not waited for."""
+        connections = self._waiting.pop((reply.client_id, reply.request_id), [])
+        if not connections:
+            return
+        frame = self._reply_frame(reply)
+        for connection in connections:
+            connection.gate.give()
+            connection.write(frame)
+
+    def _reply_frame(self, reply: Reply) -> bytes:
+        frame = encode_frame(["reply", codec.reply_to_plain(reply)])
+        limit = self.config.limits.max_result_bytes
+        if len(frame) <= limit:
+            return frame
+        self.limit_counters.results_refused += 1
+        error = ErrorInfo("DataError", f"the result is {len(frame)} bytes, over the node's limit of {limit} "
+                                       "(--max-result-bytes): select fewer rows or columns; the request did run, "
+                                       "and any changes it made are committed")
+        return encode_frame(["reply", codec.reply_to_plain(Reply(reply.client_id, reply.request_id, (), error))])
 
     # --- status ---
 
@@ -538,4 +695,11 @@ class Node:
             "view_changes": state["view_changes"],
             "workers": self.engine.workers,
             "clients": self.client_connections,
+            "connections": self._listener.open_connections,  # every open socket, the peer's too
+            "tls": self.config.tls is not None,
+            "authentication": self._authenticator is not None,
+            "limits": self.limit_counters.as_dict(),
+            "parallel_writers": self.config.parallel_writers,
+            "race_probes": stats["race_probes"],
+            "race_manifestations": stats["race_manifestations"],
         }

@@ -5,10 +5,14 @@ Owns the framing, the size limit, the HMAC on peer links and the versioned hands
 - Every frame is at most `max_frame_bytes`; a longer length prefix is refused before any of
   the payload is read (nothing is allocated for it) and the connection is closed.
 - Peer frames carry HMAC-SHA256(secret, payload) in front of the payload; a frame whose MAC
-  does not verify is refused and the link closed.  Client frames carry no MAC (TLS and user
-  authentication come with the hardening work).
-- The first frame of a connection is `["hello", PROTOCOL_VERSION, kind, name]` with kind
-  "client", "peer" or "admin"; the server answers `["welcome", ...]` or `["error", ...]`.
+  does not verify is refused and the link closed.  Client frames carry no MAC: clients
+  authenticate in their hello, and TLS (see `tls`) protects the stream.
+- The first frame of a connection is a hello, at most `max_hello_bytes`:
+  `["hello", PROTOCOL_VERSION, "client"|"admin", name]`, optionally with a fifth element
+  `{"user": U, "password": P}` (credentials for `--auth-file`), or the peer's signed
+  `["hello", PROTOCOL_VERSION, "peer", name, replication]`.  `parse_hello` validates every
+  element's type; the node answers `["welcome", ...]` or `["error", kind, message]` with one of
+  the refusal kinds below, and closes the connection after an error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import hmac
 import socket
 import struct
+from dataclasses import dataclass
 
 from ..codec import CodecError, pack, unpack
 
@@ -25,10 +30,26 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAC_BYTES = 32
 _LENGTH = struct.Struct(">I")
+HELLO_KINDS = ("client", "admin", "peer")
+
+# The kinds of ["error", kind, message] a node answers a hello with.  The driver turns a
+# refusal into OperationalError at once (retrying would not help), except InterfaceError
+# (a malformed hello: the driver's own bug).
+REFUSAL_KINDS = ("AuthenticationFailed", "TooManyConnections", "TLSRequired", "ReplicationMismatch",
+                 "InterfaceError")
 
 
 class FrameError(Exception):
     """A frame that breaks the rules: too long, truncated, undecodable or badly signed."""
+
+
+class FrameTooLarge(FrameError):
+    """A length prefix over the limit; raised before any of the payload is read."""
+
+    def __init__(self, length: int, limit: int):
+        super().__init__(f"frame of {length} bytes exceeds the limit of {limit}")
+        self.length = length
+        self.limit = limit
 
 
 def sign(secret: bytes | None, payload: bytes) -> bytes:
@@ -78,11 +99,20 @@ async def read_raw_frame(reader: asyncio.StreamReader, max_frame_bytes: int) -> 
         return None
     (length,) = _LENGTH.unpack(header)
     if length > max_frame_bytes:
-        raise FrameError(f"frame of {length} bytes exceeds the limit of {max_frame_bytes}")
+        raise FrameTooLarge(length, max_frame_bytes)
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         raise FrameError("connection closed in the middle of a frame") from None
+
+
+async def discard_bytes(reader: asyncio.StreamReader, count: int) -> None:
+    """Read and drop `count` bytes (an oversized frame's payload) without holding them."""
+    while count > 0:
+        chunk = await reader.read(min(count, 1 << 16))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 # --- Blocking side, for the client driver -------------------------------------------------
@@ -98,7 +128,7 @@ def read_frame_blocking(sock: socket.socket, max_frame_bytes: int, secret: bytes
         return None
     (length,) = _LENGTH.unpack(header)
     if length > max_frame_bytes:
-        raise FrameError(f"frame of {length} bytes exceeds the limit of {max_frame_bytes}")
+        raise FrameTooLarge(length, max_frame_bytes)
     data = _receive_exactly(sock, length)
     if data is None:
         raise FrameError("connection closed in the middle of a frame")
@@ -121,8 +151,44 @@ def _receive_exactly(sock: socket.socket, count: int) -> bytes | None:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class Hello:
+    kind: str  # "client", "admin" or "peer"
+    name: str
+    replication: str | None = None  # a peer's replication mode
+    user: str | None = None  # a client's credentials, if it sent any
+    password: str | None = None
+
+
+def parse_hello(frame, replication_modes: tuple[str, ...]) -> Hello:
+    """Validate a decoded hello frame; FrameError says what is wrong with it."""
+    if not (isinstance(frame, list) and len(frame) in (4, 5) and frame[0] == "hello"):
+        raise FrameError("the first frame must be a hello: ['hello', version, kind, name, ...]")
+    _, version, kind, name, *rest = frame
+    if type(version) is not int:
+        raise FrameError("the hello's protocol version must be an integer")
+    if version != PROTOCOL_VERSION:
+        raise FrameError(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+    if kind not in HELLO_KINDS:
+        raise FrameError(f"unknown connection kind {kind!r} (expected one of {', '.join(HELLO_KINDS)})")
+    if not isinstance(name, str) or len(name) > 256:
+        raise FrameError("the hello's name must be a string of at most 256 characters")
+    if kind == "peer":
+        replication = rest[0] if rest else "eve"  # a hello without it: an eve node
+        if replication not in replication_modes:
+            raise FrameError(f"unknown replication mode {replication!r}")
+        return Hello(kind, name, replication=replication)
+    if not rest:
+        return Hello(kind, name)
+    credentials = rest[0]
+    if not (isinstance(credentials, dict) and set(credentials) == {"user", "password"}
+            and all(isinstance(value, str) for value in credentials.values())):
+        raise FrameError("hello credentials must be {'user': str, 'password': str}")
+    return Hello(kind, name, user=credentials["user"], password=credentials["password"])
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"not a HOST:PORT address: {text!r}")
     return host.strip("[]"), int(port)
