@@ -302,3 +302,17 @@ def test_changed_rows_are_within_the_analysis(template, data):
         assert table in access.writes, (sql, params, table)
         if table in keyed_tables:
             assert (table, (rowid,)) in access.keys, (sql, params, table, rowid)
+
+
+def test_a_very_long_text_is_not_parsed_and_runs_alone():
+    # Parsing cost grows with the text and runs on the engine thread: past the cap the
+    # statement is exclusive (always safe) instead of analysed.
+    from evedb.access import ANALYSIS_MAX_CHARS
+
+    rows = ",".join(f"({i}, 'value {i}')" for i in range(ANALYSIS_MAX_CHARS // 10))
+    long_insert = f"INSERT INTO t(a, b) VALUES {rows}"
+    assert len(long_insert) > ANALYSIS_MAX_CHARS
+    access = analyze(long_insert)
+    assert access.exclusive and not access.read_only
+    short_insert = "INSERT INTO t(a, b) VALUES (1, 'x')"
+    assert not analyze(short_insert).exclusive
