@@ -285,6 +285,17 @@ class ExecutionEngine:
                 parallel_plan = [list(range(len(batch.requests)))]
                 result = self.sequential_executor.run(batch, parallel_plan, [True] * len(writes))
                 self.stats.reexecutions += 1
+            except Exception as error:
+                # A share failed outside any request.  With parallel writers another writer
+                # share may have committed already: undo it, so the file matches the tree again.
+                self._undo_from(batch.seq)
+                if sequential or not self.parallel_writers or storage.is_storage_failure(error):
+                    raise
+                # Typically a writer share that waited past the busy timeout for another
+                # share's write lock: run the batch again, sequentially, as after a dead worker.
+                parallel_plan = [list(range(len(batch.requests)))]
+                result = self.sequential_executor.run(batch, parallel_plan, [True] * len(writes))
+                self.stats.reexecutions += 1
             if sequential:
                 self.stats.reexecutions += 1
             executed = time.perf_counter()

@@ -617,6 +617,14 @@ class ProcessExecutor:
             self._pool[slot].send(message)
         except WorkerDied:
             self._replace(slot)
+            # Shares already handed out (several writer shares, or the write share before a
+            # read chunk) must be finished and read before the caller undoes the batch: one
+            # still running could commit after the undo, and its answer, left in the pipe,
+            # would be taken for the next batch's.
+            try:
+                self._collect(busy, [], message)
+            except (WorkerDied, OperationalError):
+                pass
             raise
         busy.append(slot)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import time
 
 import pytest
 import trustme
@@ -27,6 +26,7 @@ from evedb.runtime.hardening import node_settings
 from evedb.runtime.launch import Pair, free_port_pair
 from evedb.runtime.tls import TLSFiles
 from evedb.runtime.transport import PROTOCOL_VERSION, encode_frame, read_frame_blocking
+from test_pair import wait_for
 
 PASSWORD = "correct horse"
 LIMITS = {
@@ -37,15 +37,6 @@ LIMITS = {
     "--max-result-bytes": 300_000,
     "--max-output-buffer-bytes": 600_000,
 }
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_log(node: Pair) -> str:
@@ -69,6 +60,7 @@ def certificates(tmp_path_factory):
 
     ca, rogue = trustme.CA(), trustme.CA()
     served, forged = ca.issue_cert("127.0.0.1", "localhost"), rogue.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client.example")
     return {
         "ca": write("ca.pem", ca.cert_pem),
         "cert": write("node.pem", *served.cert_chain_pems),
@@ -76,6 +68,9 @@ def certificates(tmp_path_factory):
         "rogue_ca": write("rogue-ca.pem", rogue.cert_pem),
         "rogue_cert": write("rogue.pem", *forged.cert_chain_pems),
         "rogue_key": write("rogue.key", forged.private_key_pem),
+        # Signed by the nodes' CA, but for a client's name, not a node's host.
+        "client_cert": write("client.pem", *client.cert_chain_pems),
+        "client_key": write("client.key", client.private_key_pem),
     }
 
 
@@ -445,4 +440,49 @@ def test_a_pair_over_mutual_tls_with_authentication_replicates(tmp_path, certifi
             sock.sendall(encode_frame(["hello", PROTOCOL_VERSION, "peer", "intruder", "eve"], secret))
             answer = read_frame_blocking(sock, 1 << 20, secret)
             assert answer[:2] == ["error", "AuthenticationFailed"] and "certificate" in answer[2]
+        assert node_status(node.node_dsn("primary"))["peer_state"] == "synced"
+
+
+def _tls_peer_hello(node: Pair, name: str, certificates, cert: str, key: str, secret: bytes | None):
+    """A TLS connection with a client certificate that says it is the peer: the node's answer."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=certificates["ca"])
+    context.load_cert_chain(certificates[cert], certificates[key])
+    host, port = node.address(name).rsplit(":", 1)
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host) as sock:
+        sock.sendall(encode_frame(["hello", PROTOCOL_VERSION, "peer", "intruder", "eve"], secret))
+        return read_frame_blocking(sock, 1 << 20, secret)
+
+
+def test_a_node_without_a_peer_refuses_every_peer_hello(tls_node, certificates):
+    watcher = Witness(tls_node.dsn)
+    with open(tls_node.secret_file, "rb") as handle:
+        secret = handle.read().strip()
+    # Even with the secret and a node certificate: a standalone node has no peer to link to.
+    answer = _tls_peer_hello(tls_node, "primary", certificates, "cert", "key", secret)
+    assert answer[:2] == ["error", "AuthenticationFailed"] and "without a peer" in answer[2]
+    watcher.check()
+    watcher.close()
+
+
+class _PairWithoutSecret(Pair):
+    """Peer authentication by mutual TLS alone (`--tls-ca`, no `--secret-file`)."""
+
+    def command(self, name: str) -> list[str]:
+        command = super().command(name)
+        at = command.index("--secret-file")
+        return command[:at] + command[at + 2:]
+
+
+def test_a_client_certificate_from_the_nodes_ca_cannot_pose_as_the_peer(tmp_path, certificates):
+    pair = _PairWithoutSecret(str(tmp_path / "pair"), free_port_pair(), workers=1,
+                              tls=TLSFiles(certificates["cert"], certificates["key"], certificates["ca"]))
+    for node in started(pair):
+        wait_for(lambda: node_status(node.node_dsn("primary"))["peer_state"] == "synced", 30, "the pair linked")
+        watcher = Witness(node.dsn)
+        answer = _tls_peer_hello(node, "primary", certificates, "client_cert", "client_key", None)
+        assert answer[:2] == ["error", "AuthenticationFailed"] and "does not name 127.0.0.1" in answer[2]
+        watcher.check()
+        watcher.close()
         assert node_status(node.node_dsn("primary"))["peer_state"] == "synced"

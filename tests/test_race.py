@@ -215,3 +215,46 @@ def test_pair_catches_and_repairs_races_and_no_reply_comes_from_a_diverged_run(t
     assert pair["detected_by_token_mismatch"] == pair["divergences_counted_by_primary"] == pair["repaired"]
     assert result["nodes"]["primary"]["state_transfers"] == 0
     assert pair["manifested_on_either"] > 0  # the knob really made races (3 s at rate 0.5)
+
+
+def test_a_worker_dead_before_its_writer_share_is_sent_leaves_no_answer_behind(engine):
+    # Worker 1 dies between batches: the next batch's second writer share cannot be sent while
+    # the first is already running.  That share must be finished and read before the batch is
+    # undone and rerun, or its answer would be taken for the following batch's.
+    victim = engine._executor._pool[1].process
+    victim.kill()
+    victim.join()
+    before = _balances(engine)
+    for round_number in range(2):
+        batch = _updates(engine.committed_seq + 1,
+                         [f"UPDATE acct SET balance = balance + 7 WHERE id = {i}" for i in range(4)])
+        outcome = engine.execute(batch)
+        assert [reply.ok for reply in outcome.replies] == [True] * 4
+        assert _balances(engine) == {**before, **{i: before[i] + 7 * (round_number + 1) for i in range(4)}}
+        assert engine.state_root() == _full_root(engine)
+        engine.commit(batch.seq)
+    assert engine._executor._pool[1].process.is_alive()
+
+
+def test_a_writer_share_that_times_out_on_the_lock_is_undone_and_the_batch_rerun(tmp_path):
+    # Each share holds SQLite's write lock for a slow statement, longer than the busy timeout:
+    # whichever share waits fails outside any request after the other committed.
+    path = str(tmp_path / "busy.db")
+    _make_database(path)
+    engine = ExecutionEngine(path, workers=2, parallel_writers=True,
+                             options=storage.StorageOptions(busy_timeout_ms=50))
+    try:
+        before = _balances(engine)
+        slow = ("UPDATE acct SET balance = balance + 1 + 0 * (SELECT count(*) FROM acct a, acct b, acct c, "
+                "acct d, acct e, acct f WHERE f.id < 3) WHERE id = {}")
+        batch = _updates(1, [slow.format(1), slow.format(2)])
+        reexecutions = engine.stats.reexecutions
+        outcome = engine.execute(batch, plan=[[0, 1]])
+        assert engine.stats.reexecutions == reexecutions + 1  # the lock timeout did happen
+        assert [reply.ok for reply in outcome.replies] == [True, True]
+        assert _balances(engine) == {**before, 1: before[1] + 1, 2: before[2] + 1}  # once each
+        assert engine.state_root() == _full_root(engine)
+        engine.rollback(batch.seq)
+        assert _balances(engine) == before and _undo_records(engine, batch.seq) == 0
+    finally:
+        engine.close()

@@ -515,9 +515,18 @@ class Node:
 
     def _peer_refusal(self, hello: Hello, writer) -> tuple[str, str] | None:
         """(error kind, reason) if this peer may not link, else None."""
-        if self.config.tls is not None and self.config.tls.ca and not writer.get_extra_info("peercert"):
-            return "AuthenticationFailed", (f"{hello.name} sent no certificate signed by --tls-ca; with --tls-ca "
-                                            "the peer link is mutual TLS")
+        if self.config.peer is None:
+            return "AuthenticationFailed", f"{self.config.listen} runs without a peer (no --peer): it links to no one"
+        if self.config.tls is not None and self.config.tls.ca:
+            certificate = writer.get_extra_info("peercert")
+            if not certificate:
+                return "AuthenticationFailed", (f"{hello.name} sent no certificate signed by --tls-ca; with "
+                                                "--tls-ca the peer link is mutual TLS")
+            # The CA may have signed clients' certificates too: only the --peer host's may pair.
+            peer_host = parse_address(self.config.peer)[0]
+            if not tls_contexts.certificate_names_host(certificate, peer_host):
+                return "AuthenticationFailed", (f"{hello.name}'s certificate does not name {peer_host}, the host "
+                                                "of --peer: only the peer node may pair")
         if self._authenticator is not None and self.config.secret is None and not (self.config.tls and self.config.tls.ca):
             return "AuthenticationFailed", ("this node authenticates its clients, so a peer must authenticate "
                                             "too: give both nodes --secret-file (or --tls-ca)")

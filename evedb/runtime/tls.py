@@ -6,7 +6,8 @@ How it works:
 - `serve --tls-cert F --tls-key F` makes the node require TLS on its one port, for clients and
   for the peer alike, and dial its peer over TLS.  With `--tls-ca F` the peer link is mutual:
   each node checks the other's certificate against that CA (and its host name against the
-  certificate), and a peer hello over a connection without a verified certificate is refused.
+  certificate), and a peer hello over a connection without a verified certificate naming the
+  host of `--peer` is refused (a client may hold a certificate from the same CA).
   Clients may present a certificate (it is then verified) but need not: they authenticate
   with a password or token (`--auth-file`).
 - The node peeks at the first byte of each connection before choosing a side: a TLS
@@ -21,6 +22,7 @@ cannot be loaded stops the node with a message naming the option.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from dataclasses import dataclass
 
@@ -36,6 +38,28 @@ class TLSFiles:
 
 def looks_like_tls(first_byte: int) -> bool:
     return first_byte == TLS_HANDSHAKE_RECORD
+
+
+def certificate_names_host(certificate: dict, host: str) -> bool:
+    """True if a verified peer certificate (`getpeercert()`) names `host` in its subjectAltName
+    (an IP address, or a DNS name, `*.` matching one label).  Checked on the peer hello: a
+    client holding a certificate from the same CA must not pose as the peer node."""
+    try:
+        wanted_ip = ipaddress.ip_address(host)
+    except ValueError:
+        wanted_ip = None
+    for kind, value in certificate.get("subjectAltName", ()):
+        if kind == "IP Address" and wanted_ip is not None:
+            try:
+                if ipaddress.ip_address(value.strip()) == wanted_ip:
+                    return True
+            except ValueError:
+                continue
+        elif kind == "DNS" and wanted_ip is None:
+            name, wanted = value.lower().rstrip("."), host.lower().rstrip(".")
+            if name == wanted or (name.startswith("*.") and wanted.partition(".")[2] == name[2:]):
+                return True
+    return False
 
 
 def _load_chain(context: ssl.SSLContext, cert: str, key: str | None, what: str) -> None:
