@@ -143,8 +143,12 @@ class ExecutionEngine:
         writer_stagger_ms: float = 0.0,
         mixer_false_negative_rate: float = 0.0,
         race_probe_path: str | None = None,
+        local_writes: bool = True,
     ):
         self.path = path
+        # With a worker pool: run each parallel batch's write share on this process's own
+        # connection (the default) rather than in worker 0; reads still go to the pool.
+        self.local_writes = local_writes
         self.options = options
         self.rules = rules
         self.max_parallel = max_parallel
@@ -169,17 +173,21 @@ class ExecutionEngine:
         self.full_build()
         self._uncommitted: dict[int, tuple[dict, bool]] = {}
         self._procedure_modules = list(procedure_modules)
+        self._sequential = None
         self._executor = self._make_executor(self.workers)
         # Test hook (forced divergence): the next N parallel executions give a wrong reply.
         self.perturb_executions = 0
         # Reproducible runs (set by the node): batch n executes at this time + n ms.
         self.fixed_clock_ms: int | None = None
-        self._sequential = self._executor if self.workers == 1 else None
+        if self.workers == 1:
+            self._sequential = self._executor
 
     def _make_executor(self, workers: int):
         if workers <= 1:
             return InlineExecutor(self.path, self.options, self._procedure_modules)
+        # The write share runs on the sequential executor's connection, in this process.
         return ProcessExecutor(self.path, self.options, workers, self._procedure_modules,
+                               local_writer=self.sequential_executor._worker if self.local_writes else None,
                                parallel_writers=self.parallel_writers,
                                reverse_writer_dispatch=self.reverse_writer_dispatch,
                                writer_stagger_ms=self.writer_stagger_ms)

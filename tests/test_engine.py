@@ -275,7 +275,9 @@ def test_dead_worker_is_replaced_and_its_batch_rerun(tmp_path):
     path = str(tmp_path / "die.db")
     make_database(path)
     marker = str(tmp_path / "died")
-    engine = ExecutionEngine(path, workers=2, procedure_modules=["worker_procedures"])
+    # Write shares run in worker processes only without local writes (and with parallel
+    # writers); by default they run in this process, where a dying procedure would kill pytest.
+    engine = ExecutionEngine(path, workers=2, procedure_modules=["worker_procedures"], local_writes=False)
     try:
         pids_before = engine.worker_pids()
         batch = Batch(1, 0, 0, 1, (
