@@ -71,7 +71,8 @@ reordered, so:
 
 The runtime's side of the contract: actions are performed in order, and a Send or SendReply
 leaves only after the engine work asked for before it is done (a reply after its CommitUpTo
-is durable); results (`on_executed`, `on_applied`, ...) come back in the order the work was
+is durable), except a Send of an Execute, which depends on no local work and may leave at
+once (overtaking earlier Sends: peer messages are taken in any order anyway); results (`on_executed`, `on_applied`, ...) come back in the order the work was
 asked for.  A result may arrive after the core has moved on (rolled back, stepped down): the
 core tracks every execution (and application) it asked for and ignores the results of those it
 has since undone.

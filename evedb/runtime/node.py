@@ -39,7 +39,7 @@ from .. import codec, replica as core, storage
 from ..access import analyze
 from ..engine import ExecutionEngine
 from ..errors import error_info
-from ..messages import ErrorInfo, Reply, Request, RequestKind
+from ..messages import ErrorInfo, Execute, Reply, Request, RequestKind
 from . import tls as tls_contexts
 from .auth import Authenticator
 from .limits import BoundedWriter, LimitCounters, Limits
@@ -229,7 +229,14 @@ class Node:
         for action in self.core.take_actions():
             kind = type(action)
             if kind is core.Send:
-                self._after_engine_work(self._send_peer, action.message)
+                if type(action.message) is Execute:
+                    # A batch to execute depends on no local engine work, so it leaves at once:
+                    # gated, it waited for the primary's previous executions and the backup sat
+                    # idle meanwhile.  It may thus overtake a gated Commit; the core takes peer
+                    # messages in any order (the simulator reorders, drops and duplicates them).
+                    self._send_peer(action.message)
+                else:
+                    self._after_engine_work(self._send_peer, action.message)
             elif kind is core.SendReply:
                 self._after_engine_work(self._deliver, action.reply)
             elif kind is core.ExecuteBatch:
