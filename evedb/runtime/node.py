@@ -43,6 +43,7 @@ from ..messages import ErrorInfo, Execute, Reply, Request, RequestKind
 from . import tls as tls_contexts
 from .auth import Authenticator
 from .limits import BoundedWriter, LimitCounters, Limits
+from .engine_thread import EngineThread
 from .listener import Listener
 from .transport import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -128,6 +129,18 @@ def _root_bytes(root: int) -> bytes:
     return root.to_bytes(16, "little")
 
 
+class _AllCallsThrough:
+    """A gate: done once every engine call numbered up to `number` has finished."""
+
+    __slots__ = ("_thread", "_number")
+
+    def __init__(self, thread: EngineThread, number: int):
+        self._thread, self._number = thread, number
+
+    def done(self) -> bool:
+        return self._thread.done_through(self._number)
+
+
 class Node:
     def __init__(self, config: NodeConfig):
         self.config = config
@@ -181,11 +194,14 @@ class Node:
             committed_seq=self.engine.committed_seq,
             now_ms=_now_ms(),
         )
-        self._engine_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evedb-engine")
+        self._engine_thread = EngineThread()
         self._waiting: dict[tuple[str, int], list[BoundedWriter]] = {}
-        # Sends waiting for the engine work asked for before them: (gate future, send, item).
+        # Sends waiting for engine work: (gate, send, item).  Peer messages wait for all the
+        # work asked for before them; client replies for the last commit asked for (commits
+        # run ahead of queued executions, see engine_thread), each queue in its own order.
         self._outbox: collections.deque = collections.deque()
-        self._last_engine_call: concurrent.futures.Future | None = None
+        self._reply_outbox: collections.deque = collections.deque()
+        self._last_commit_call: concurrent.futures.Future | None = None
         self._peer_writer: asyncio.StreamWriter | None = None
         self._listener = Listener(config.listen, self._serve_connection, limits=config.limits,
                                   counters=self.limit_counters, tls_context=self._tls_server, name=config.listen)
@@ -238,7 +254,7 @@ class Node:
                 else:
                     self._after_engine_work(self._send_peer, action.message)
             elif kind is core.SendReply:
-                self._after_engine_work(self._deliver, action.reply)
+                self._after_commit(self._deliver, action.reply)
             elif kind is core.ExecuteBatch:
                 self._on_engine(self._execute, action, callback=self._executed)
             elif kind is core.ApplyBatch:
@@ -246,7 +262,7 @@ class Node:
             elif kind is core.RollbackTo:
                 self._on_engine(self.engine.rollback, action.seq)
             elif kind is core.CommitUpTo:
-                self._on_engine(self.engine.commit, action.seq)
+                self._last_commit_call = self._on_engine(self.engine.commit, action.seq, urgent=True)
             elif kind is core.RunReads:
                 self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
                                 callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
@@ -276,21 +292,30 @@ class Node:
 
     def _after_engine_work(self, send, item) -> None:
         """Send once every engine call asked for before it is done (the core's contract: a
-        Commit to the backup or a reply to a client never overtakes the local commit)."""
-        self._outbox.append((self._last_engine_call, send, item))
+        Commit to the backup never overtakes the local commit)."""
+        self._outbox.append((_AllCallsThrough(self._engine_thread, self._engine_thread.last_number), send, item))
+        self._flush_outbox()
+
+    def _after_commit(self, send, item) -> None:
+        """Send a client reply once the last commit asked for is done: what it answers is then
+        durable here (and verified by the peer), though later executions may still be queued."""
+        gate = self._last_commit_call
+        if gate is None:  # nothing committed in this life yet: wait for everything before it
+            gate = _AllCallsThrough(self._engine_thread, self._engine_thread.last_number)
+        self._reply_outbox.append((gate, send, item))
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        while self._outbox:
-            gate, send, item = self._outbox[0]
-            if gate is not None and not gate.done():
-                return
-            self._outbox.popleft()
-            send(item)
+        for outbox in (self._outbox, self._reply_outbox):
+            while outbox:
+                gate, send, item = outbox[0]
+                if not gate.done():
+                    break
+                outbox.popleft()
+                send(item)
 
-    def _on_engine(self, function, *args, callback=None) -> None:
-        future = self._engine_thread.submit(function, *args)
-        self._last_engine_call = future
+    def _on_engine(self, function, *args, callback=None, urgent: bool = False) -> concurrent.futures.Future:
+        future = self._engine_thread.submit(function, *args, urgent=urgent)
         loop = self._loop
 
         def done(completed: concurrent.futures.Future) -> None:
@@ -305,6 +330,7 @@ class Node:
                 loop.call_soon_threadsafe(self._after_engine, callback, completed.result())
 
         future.add_done_callback(done)
+        return future
 
     def _fail_stop(self, function, error: BaseException) -> None:
         """The disk is full or failing: stop at once, before anything queued behind this engine
