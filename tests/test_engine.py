@@ -366,3 +366,24 @@ def test_rollback_with_triggers_and_cascades_restores_exactly(tmp_path):
         assert engine.state_root() == root_before == full_root(engine)
     finally:
         engine.close()
+
+
+def test_cheap_reads_run_in_process_and_costly_ones_in_the_pool_with_the_same_answers(tmp_path):
+    path = str(tmp_path / "reads.db")
+    make_database(path)
+    engine = ExecutionEngine(path, workers=2)
+    try:
+        reads = [Request.statement("r", i, "SELECT balance FROM acct WHERE id = ?", (i,)) for i in range(1, 4)]
+        lone = engine.execute_reads(reads[:1], 0)
+        assert engine.stats.local_read_requests == 1  # one read: nothing to run in parallel
+        assert engine._local_read_us is not None  # the lone read was measured
+        engine._local_read_us = 1.0  # as if reads had cost 1 µs each here (timing-free test)
+        here = engine.execute_reads(reads, 0)
+        assert engine.stats.local_read_requests == 4
+        engine._local_read_us = 10_000.0  # as if each read had cost 10 ms here
+        pooled = engine.execute_reads(reads, 0)
+        assert engine.stats.local_read_requests == 4 and engine.stats.read_requests == 7
+        assert [r.results for r in here] == [r.results for r in pooled]
+        assert lone[0].results == here[0].results and here[0].results[0].rows == ((100,),)
+    finally:
+        engine.close()
