@@ -385,7 +385,8 @@ def bench_tpcw_command(mix, clients, duration, modes, items, ebs, workers, seed,
 @click.option("--workers", type=int, default=None, help="Workers per node (default: one per core).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--timeline", is_flag=True, help="Instead of the grid: throughput per second through kill -9 and "
-              "restart of the backup, then of the primary (eve mode unless --modes names one mode).")
+              "restart of the backup, then of the primary (eve mode unless --modes names one mode; the first "
+              "mix and knob values, the last --clients count).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_prefix", default=None, help="Write PNG charts as PREFIX_<figure>.png.")
 def bench_kv_command(**options) -> None:

@@ -4,7 +4,7 @@ settings, run the grid or the timeline, print the report, write JSON and charts.
 
 from __future__ import annotations
 
-from .bench import Settings, format_report, run_benchmark, write_json
+from .bench import DsnTarget, Settings, format_report, run_benchmark, write_json
 from .plots import plot_report, plot_timeline
 from .timeline import format_timeline, run_timeline
 from .workload import Workload, calibrate_iterations_per_us, iterations_for
@@ -45,14 +45,20 @@ def settings_from(options: dict) -> Settings:
 def run_command(options: dict, echo) -> int:
     import click
 
+    from evedb.errors import Error
+
     try:
         settings = settings_from(options)
         settings.check()
+        if settings.dsn:
+            DsnTarget(settings.dsn)  # a malformed DSN is a usage error, before anything starts
         if options["timeline"]:
             return _timeline(settings, options, echo)
         report = run_benchmark(settings, echo=echo)
     except ValueError as error:
         raise click.UsageError(str(error))
+    except Error as error:  # a DSN that names no node, or a node that does not answer
+        raise click.ClickException(str(error))
     for line in format_report(report):
         echo(line)
     if options["json_path"]:

@@ -16,7 +16,6 @@ SWEEPS = {
 }
 _PALETTE = {"unreplicated": "#888888", "single": "#bbbbbb", "sequential": "#d65b5b", "eve": "#2ca25f",
             "passive": "#5b8dd6", "dsn": "#444444"}
-_STYLES = ["-", "--", ":", "-."]
 
 
 def _pyplot():
@@ -37,33 +36,40 @@ def plot_report(report: dict, prefix: str) -> tuple[list[str], str | None]:
         return [], "matplotlib is not installed (pip install matplotlib, or the `plot` extra)"
     points = report["points"]
     written = []
+    mixes = list(dict.fromkeys(point["mix"] for point in points))
+    modes = list(dict.fromkeys(point["mode"] for point in points))
     for dimension, label in SWEEPS.items():
         values = sorted({point[dimension] for point in points})
         if len(values) < 2:
             continue
         held = {other: points[0][other] for other in SWEEPS if other != dimension}
-        figure, axis = plt.subplots(figsize=(6.4, 4))
-        mixes = list(dict.fromkeys(point["mix"] for point in points))
-        for mode in dict.fromkeys(point["mode"] for point in points):
-            for number, mix in enumerate(mixes):
+        # One panel per mix, one line per mode: lines of different mixes differ by 10x.
+        columns = min(2, len(mixes))
+        rows = (len(mixes) + columns - 1) // columns
+        figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+        for number, mix in enumerate(mixes):
+            axis = axes[number // columns][number % columns]
+            for mode in modes:
                 line = sorted((point[dimension], point["ops_per_s"]) for point in points
                               if point["mode"] == mode and point["mix"] == mix
                               and all(point[other] == value for other, value in held.items()))
                 if line:
                     axis.plot([x for x, _ in line], [y for _, y in line], marker="o",
-                              linestyle=_STYLES[number % len(_STYLES)], color=_PALETTE.get(mode, "#999999"),
-                              label=f"{mode} {mix}")
-        if dimension in ("cpu_us", "value_bytes") and min(values) > 0:
-            axis.set_xscale("log")
-        axis.set_xlabel(label)
-        axis.set_ylabel("operations/s (median of runs)")
-        axis.set_ylim(bottom=0)
-        axis.set_title(f"kv: throughput vs {label}, {report['cpus']} CPUs", fontsize=10)
-        axis.legend(fontsize=7, ncol=2)
-        axis.grid(alpha=0.3)
+                              color=_PALETTE.get(mode, "#999999"), label=mode)
+            if dimension in ("cpu_us", "value_bytes") and min(values) > 0:
+                axis.set_xscale("log")
+            axis.set_xlabel(label)
+            axis.set_ylabel("operations/s (median of runs)")
+            axis.set_ylim(bottom=0)
+            axis.set_title(f"mix {mix}", fontsize=10)
+            axis.legend(fontsize=7)
+            axis.grid(alpha=0.3)
+        for number in range(len(mixes), rows * columns):
+            axes[number // columns][number % columns].axis("off")
+        figure.suptitle(f"kv: throughput vs {label}, {report['cpus']} CPUs", fontsize=11)
         figure.tight_layout()
         path = f"{prefix}_{dimension}.png"
-        figure.savefig(path, dpi=120)
+        figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
     return written, None if written else "no dimension was swept (every option had one value)"
@@ -98,3 +104,22 @@ def plot_timeline(report: dict, path: str) -> str | None:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return None
+
+
+def main() -> None:
+    """`python -m kvbench.plots REPORT.json PREFIX`: redraw the charts of a saved report."""
+    import json
+    import sys
+
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        report = json.load(handle)
+    if report.get("benchmark") == "kv-timeline":
+        problem = plot_timeline(report, f"{sys.argv[2]}_timeline.png")
+        print(problem or f"wrote {sys.argv[2]}_timeline.png")
+    else:
+        written, problem = plot_report(report, sys.argv[2])
+        print(problem or "wrote " + ", ".join(written))
+
+
+if __name__ == "__main__":
+    main()

@@ -35,7 +35,8 @@ from .workload import Workload, populate
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # Innermost frames that mean the thread is blocked, not computing (py-spy's idle detection
 # misses some in --nonblocking mode): counted as "waiting", left out of the shares.
-_WAITING = {"select", "_recv", "poll", "wait", "sleep", "_worker", "acquire", "accept", "recv_into", "_wait_for_tstate_lock"}
+_WAITING = {"select", "_recv", "poll", "wait", "sleep", "_worker", "acquire", "accept", "recv_into", "_wait_for_tstate_lock",
+            "_receive_exactly", "recv"}
 
 
 def _project_files() -> set[str]:
