@@ -74,7 +74,8 @@ def _set_disk_full_file(path) -> None:
 @click.option("--procedures", multiple=True, help="Module of server-side procedures (repeatable).")
 @click.option("--rules", default=None, help="Mixer rules: an application name or a TOML path.")
 @click.option("--max-batch", type=int, default=256, show_default=True)
-@click.option("--pipeline", "pipeline_depth", type=int, default=4, show_default=True, help="Batches in flight.")
+@click.option("--pipeline", "pipeline_depth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches in flight (more overlap, smaller batches: on 2 cores 1 is fastest).")
 @click.option("--peer-timeout-ms", type=int, default=1500, show_default=True)
 @click.option("--replication", type=click.Choice(["eve", "passive"]), default="eve", show_default=True,
               help="eve: execute-verify (both nodes execute, tokens compared); passive: the primary "
@@ -377,6 +378,7 @@ def bench_tpcw_command(mix, clients, duration, modes, items, ebs, workers, seed,
 @click.option("--false-negative", default="0", show_default=True,
               help="Mixer false-negative rate(s) given to the servers (serve --mixer-false-negative-rate).")
 @click.option("--parallel-writers", is_flag=True, help="Pass serve --parallel-writers to the servers.")
+@click.option("--server-args", default="", help='More `evedb serve` options for every node, e.g. "--pipeline 2".')
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per figure (median).")
 @click.option("--duration", type=float, default=3.0, show_default=True, help="Measured seconds per run.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Unmeasured seconds before each run.")

@@ -53,6 +53,7 @@ class Settings:
     hot_keys: int = 1
     false_negative: tuple[float, ...] = (0.0,)
     parallel_writers: bool = False
+    server_args: tuple[str, ...] = ()  # more `evedb serve` options for every node
     runs: int = 3
     duration_s: float = 3.0
     warmup_s: float = 1.0
@@ -160,7 +161,8 @@ class _Deployment:
         else:
             folder = os.path.join(directory, f"{mode}-{value_bytes}-{false_negative:g}")
             self.pair = deployment(mode, folder, settings.workers,
-                                   server_args=server_args_for(false_negative, settings.parallel_writers))
+                                   server_args=server_args_for(false_negative, settings.parallel_writers)
+                                   + settings.server_args)
             self.target = self.pair
 
 

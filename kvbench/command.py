@@ -4,6 +4,8 @@ settings, run the grid or the timeline, print the report, write JSON and charts.
 
 from __future__ import annotations
 
+import shlex
+
 from .bench import DsnTarget, Settings, format_report, run_benchmark, write_json
 from .plots import plot_report, plot_timeline
 from .timeline import format_timeline, run_timeline
@@ -32,6 +34,7 @@ def settings_from(options: dict) -> Settings:
         hot_keys=options["hot_keys"],
         false_negative=_list(options["false_negative"], float, "false-negative"),
         parallel_writers=options["parallel_writers"],
+        server_args=tuple(shlex.split(options.get("server_args") or "")),
         runs=options["runs"],
         duration_s=options["duration"],
         warmup_s=options["warmup"],
