@@ -51,24 +51,6 @@ class LedgerClient(threading.Thread):
         connection.close()
 
 
-def _wait_synced(pair: Pair, timeout: float = 60.0) -> None:
-    """Until one node is primary and the other its synced backup, whichever is which (a
-    killed primary may have been replaced by its backup and rejoined as backup)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            states = sorted((status["role"], status["peer_state"]) for status in (
-                node_status(pair.address(name), timeout=2) for name in ("primary", "backup")))
-            last = states
-            if states == [("backup", "synced"), ("primary", "synced")]:
-                return
-        except Exception as error:  # a node not up yet
-            last = error
-        time.sleep(0.1)
-    raise TimeoutError(f"the pair did not resync in {timeout}s (last: {last})")
-
-
 def _settled(pair: Pair, timeout: float = 20.0) -> tuple[dict, dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -114,7 +96,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, synchronous, victims):
         assert acknowledged_before_kill > 0
         for name in victims:
             pair.start(name)
-        _wait_synced(pair)
+        pair.wait_ready()
         time.sleep(0.5)  # the clients' retries go through, and some new writes after them
         stop.set()
         for client in clients:

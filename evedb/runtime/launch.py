@@ -166,20 +166,22 @@ class Pair:
                 process.wait()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the primary answers and reports its backup in sync."""
+        """Until one node is primary and the other its synced backup, whichever is which: after
+        a failover the node started as backup is the primary (standalone: until it answers)."""
         from ..client import node_status
 
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             try:
-                status = node_status(self.node_dsn("primary"), timeout=2)
-                last = status
-                if self.standalone and status["role"] == "primary":
-                    return
-                if status["role"] == "primary" and status["peer_state"] == "synced":
-                    backup = node_status(self.node_dsn("backup"), timeout=2)
-                    if backup["role"] == "backup" and backup["peer_state"] == "synced":
+                if self.standalone:
+                    last = node_status(self.node_dsn("primary"), timeout=2)
+                    if last["role"] == "primary":
+                        return
+                else:
+                    last = sorted((status["role"], status["peer_state"]) for status in (
+                        node_status(self.node_dsn(name), timeout=2) for name in ("primary", "backup")))
+                    if last == [("backup", "synced"), ("primary", "synced")]:
                         return
             except Exception as error:  # not up yet
                 last = error
