@@ -7,6 +7,10 @@ One interface, two implementations:
 - `ProcessExecutor`: a pool of worker processes (threads lose to the GIL on small
   transactions; processes scale).  Work is handed over one message per worker per parallel
   batch; parallel batches of a batch run one after another with a barrier between them.
+  The reads of a parallel batch are split by estimated cost (longest first, each to the least
+  loaded worker), the estimates being moving averages of what workers measured per request
+  shape (`RequestCosts`), so one message per worker still gives every worker about as much
+  work.
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -19,7 +23,8 @@ How a worker runs its share of a parallel batch (a "share" is the requests one w
 
 Rules kept: requests of one share run in ascending position order; all writes of a parallel
 batch go to one worker (they would serialize on the file lock anyway), by default the
-coordinator's own in-process worker (`local_writer`) while read chunks run in the pool; a dead
+coordinator's own in-process worker (`local_writer`) while the read shares run in the pool; a
+worker never has more than one message unanswered (two could deadlock on full pipes); a dead
 worker is replaced and reported as `WorkerDied` so the caller can roll the batch back and
 re-run it.
 
@@ -73,6 +78,7 @@ class ShareResult:
     schema_changed: bool = False
     committed: bool = False
     hash_seconds: float = 0.0
+    request_seconds: list[float] = field(default_factory=list)  # per reply, in the same order
 
 
 class _MultipleStatements(Exception):
@@ -127,14 +133,18 @@ class Worker:
                 session.table_filter(storage.is_replicated_table)
                 session.attach()
             replies = []
+            request_seconds = []
             schema_changed = False
+            clock = time.perf_counter
             for position, request in items:
+                started = clock()
                 reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes)
+                request_seconds.append(clock() - started)
                 replies.append((position, reply))
                 if changed_schema:
                     schema_changed = True
                     self._shapes_checked = False
-            result = ShareResult(replies, schema_changed=schema_changed)
+            result = ShareResult(replies, schema_changed=schema_changed, request_seconds=request_seconds)
             if session is not None:
                 # The session reads the schema with its own SQL: not a client statement.
                 with self.authorizer.internal():
@@ -348,38 +358,57 @@ class Worker:
     def page_deltas(self, changeset: bytes) -> dict:
         """Merkle page deltas of a changeset, reading full rows inside the open transaction.
 
+        An UPDATE's change holds the key and the changed columns' old and new values only, so
+        the unchanged columns are read from the row as it is now; when every column changed
+        (kv-like tables), the change alone has both rows and nothing is read.  Per changed row
+        this is the hot part of a write batch's token: one page lookup and one dict update,
+        whatever the operation (an UPDATE's old and new row share a key, hence a page).
         Runs inside `internal()`; only reads of user tables may be cached.
         """
         deltas: dict = {}
+        get = deltas.get
+        row_hash, page_of, modulus = merkle.row_hash, merkle.page_of, merkle.HASH_MODULUS
+        no_change = apsw.no_change
+        execute = self.connection.execute
+        key_indexes: dict[str, tuple[int, ...]] = {}
+        row_selects: dict[str, str] = {}
         for change in apsw.Changeset.iter(changeset):
             table = change.name
+            indexes = key_indexes.get(table)
+            if indexes is None:
+                indexes = key_indexes[table] = tuple(sorted(change.pk_columns))
             operation = change.op
             if operation == "INSERT":
                 row = change.new
-                merkle.add_row(deltas, table, _key(row, change.pk_columns), row, 1)
+                key = tuple([row[i] for i in indexes])
+                delta = row_hash(table, row)
             elif operation == "DELETE":
                 row = change.old
-                merkle.add_row(deltas, table, _key(row, change.pk_columns), row, -1)
+                key = tuple([row[i] for i in indexes])
+                delta = -row_hash(table, row)
             else:
-                select, _ = self._table_shape(table)
-                key = _key(change.old, change.pk_columns)
-                # A user table's row read may use the statement cache as it is: the client
-                # authorizer allows exactly that read too.  An internal table's read is tagged.
-                if table.startswith(storage.INTERNAL_PREFIX):
-                    select = storage.INTERNAL_TAG + select
-                current = self.connection.execute(select, key).fetchall()
-                new_row = current[0]
-                old_row = tuple(
-                    new_value if old_value is apsw.no_change else old_value
-                    for old_value, new_value in zip(change.old, new_row)
-                )
-                merkle.add_row(deltas, table, key, old_row, -1)
-                merkle.add_row(deltas, table, key, new_row, 1)
+                old = change.old
+                key = tuple([old[i] for i in indexes])
+                if no_change in old:
+                    select = row_selects.get(table)
+                    if select is None:
+                        select = row_selects[table] = self._row_select(table)
+                    new_row = execute(select, key).fetchall()[0]
+                    old_row = tuple([n if o is no_change else o for o, n in zip(old, new_row)])
+                else:
+                    old_row = old
+                    new_row = tuple([o if n is no_change else n for o, n in zip(old, change.new)])
+                delta = row_hash(table, new_row) - row_hash(table, old_row)
+            page = (table, page_of(key))
+            deltas[page] = (get(page, 0) + delta) % modulus
         return deltas
 
-
-def _key(row, pk_columns) -> tuple:
-    return tuple(row[index] for index in sorted(pk_columns))
+    def _row_select(self, table: str) -> str:
+        """The SELECT of one full row by key.  A user table's read may use the statement cache as
+        it is (the client authorizer allows exactly that read too); an internal table's read is
+        tagged."""
+        select, _ = self._table_shape(table)
+        return storage.INTERNAL_TAG + select if table.startswith(storage.INTERNAL_PREFIX) else select
 
 
 def _procedure_result(value) -> StatementResult:
@@ -422,17 +451,61 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
         into.hash_seconds += share.hash_seconds
 
 
-def plan_shares(positions: Sequence[int], writes: Sequence[bool], workers: int) -> tuple[list[int], list[list[int]]]:
-    """Split a parallel batch: (every write, for one worker; the reads, in chunks).
+class RequestCosts:
+    """Estimated execution time of a request, by shape: a moving average of worker measurements.
 
-    Writes go to one worker as one share: SQLite has one writer per file, so splitting them
-    buys only lock waits.  Reads are cut into about three chunks per worker and handed out as
-    workers become free, so one slow query does not leave the other workers idle.
+    The shape is the procedure's name or the request's SQL text (parameters left out: the
+    same statement costs about the same).  A shape never seen is estimated at the average of
+    everything seen so far.  The table is bounded: past `max_shapes` it starts again, which
+    costs one batch or so of rougher splits.
     """
-    write_positions = [p for p, is_write in zip(positions, writes) if is_write]
-    read_positions = [p for p, is_write in zip(positions, writes) if not is_write]
-    size = max(1, -(-len(read_positions) // (workers * 3)))
-    return write_positions, [read_positions[i:i + size] for i in range(0, len(read_positions), size)]
+
+    def __init__(self, max_shapes: int = 4096, weight: float = 0.2):
+        self.max_shapes = max_shapes
+        self.weight = weight
+        self._by_shape: dict = {}
+        self._overall: float | None = None
+
+    @staticmethod
+    def shape(request: Request):
+        if request.kind is RequestKind.PROCEDURE:
+            return ("procedure", request.procedure)
+        if len(request.statements) == 1:
+            return request.statements[0].sql
+        return tuple(statement.sql for statement in request.statements)
+
+    def estimate(self, request: Request) -> float:
+        known = self._by_shape.get(self.shape(request))
+        if known is not None:
+            return known
+        return self._overall if self._overall is not None else 1e-4
+
+    def observe(self, request: Request, seconds: float) -> None:
+        key = self.shape(request)
+        known = self._by_shape.get(key)
+        if known is None and len(self._by_shape) >= self.max_shapes:
+            self._by_shape.clear()
+        self._by_shape[key] = seconds if known is None else known + self.weight * (seconds - known)
+        self._overall = seconds if self._overall is None else self._overall + 0.05 * (seconds - self._overall)
+
+
+def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads: list[float]) -> list[list[int]]:
+    """Deal reads to workers, longest estimated first, each to the least loaded worker (LPT).
+
+    `estimates[i]` is read_positions[i]'s estimated cost; `loads` holds each worker's work
+    already given (its estimated write share) and is updated.  Returns one list of positions
+    per worker, in ascending position order; ties go to the lower worker, so the split is a
+    pure function of its inputs.
+    """
+    shares: list[list[int]] = [[] for _ in loads]
+    order = sorted(range(len(read_positions)), key=lambda i: (-estimates[i], read_positions[i]))
+    for i in order:
+        slot = min(range(len(loads)), key=loads.__getitem__)
+        loads[slot] += estimates[i]
+        shares[slot].append(read_positions[i])
+    for share in shares:
+        share.sort()
+    return shares
 
 
 def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
@@ -494,6 +567,7 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
                 share.schema_changed,
                 share.committed,
                 share.hash_seconds,
+                share.request_seconds,
             ]
         except Exception:
             answer = ["failed", traceback.format_exc()]
@@ -545,7 +619,7 @@ class _WorkerProcess:
 
 
 def _share_from_answer(answer) -> ShareResult:
-    _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds = answer
+    _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds, request_seconds = answer
     return ShareResult(
         [(position, codec.reply_from_plain(plain)) for position, plain in replies],
         {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
@@ -554,6 +628,7 @@ def _share_from_answer(answer) -> ShareResult:
         schema_changed,
         committed,
         hash_seconds,
+        request_seconds,
     )
 
 
@@ -587,6 +662,7 @@ class ProcessExecutor:
         self._context = multiprocessing.get_context("spawn")
         self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(workers)]
         self.restarts = 0
+        self.costs = RequestCosts()
 
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._pool]
@@ -594,6 +670,7 @@ class ProcessExecutor:
     def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
+        estimate = self.costs.estimate
 
         def message(share_positions, share_writes: bool, share_final: bool, start_delay_ms: float = 0.0):
             items = [[p, encoded[p]] for p in share_positions]
@@ -601,26 +678,38 @@ class ProcessExecutor:
                     start_delay_ms]
 
         for positions in plan:
-            write_positions, read_chunks = plan_shares(positions, [writes[p] for p in positions], self.workers)
-            pending = list(read_chunks)
-            busy: list[int] = []
+            write_positions = [p for p in positions if writes[p]]
+            read_positions = [p for p in positions if not writes[p]]
             local = self.local_writer is not None and not self.parallel_writers
+            # Each worker's messages for this parallel batch, sent one at a time: a worker's
+            # next message goes out when it has answered the previous one.
+            queues: list[list] = [[] for _ in range(self.workers)]
+            loads = [0.0] * self.workers
+            first_order = list(range(self.workers))
             if self.parallel_writers and len(write_positions) > 1:
                 writer_shares = split_writers(write_positions, self.workers)
                 slots = list(range(len(writer_shares)))
                 if self.reverse_writer_dispatch:
                     slots.reverse()
                 for rank, slot in enumerate(slots):  # never final: the batch is several transactions
-                    self._call(slot, message(writer_shares[slot], True, False, rank * self.writer_stagger_ms), busy)
+                    queues[slot].append(message(writer_shares[slot], True, False, rank * self.writer_stagger_ms))
+                    loads[slot] += sum(estimate(batch.requests[p]) for p in writer_shares[slot])
+                first_order = slots + [slot for slot in first_order if slot not in slots]
             elif write_positions and not local:
-                self._call(0, message(write_positions, True, final and len(plan) == 1 and not pending), busy)
-            for slot in range(self.workers):
-                if pending and slot not in busy:
-                    self._call(slot, message(pending.pop(0), False, False), busy)
+                queues[0].append(message(write_positions, True, final and len(plan) == 1 and not read_positions))
+                loads[0] += sum(estimate(batch.requests[p]) for p in write_positions)
+            read_shares = split_reads(read_positions, [estimate(batch.requests[p]) for p in read_positions], loads)
+            for slot, share in enumerate(read_shares):
+                if share:
+                    queues[slot].append(message(share, False, False))
+            busy: list[int] = []
+            for slot in first_order:
+                if queues[slot]:
+                    self._call(slot, queues[slot].pop(0), busy)
             local_shares = []
             if write_positions and local:
-                # The read chunks handed out above run meanwhile in the worker processes.
-                share_final = final and len(plan) == 1 and not pending and not busy
+                # The read shares handed out above run meanwhile in the worker processes.
+                share_final = final and len(plan) == 1 and not busy
                 try:
                     local_shares.append(self.local_writer.run_share(
                         batch.seq, batch.timestamp_ms, batch.seed,
@@ -628,11 +717,15 @@ class ProcessExecutor:
                 except BaseException:
                     # Read every answer out of the pipes before the caller undoes the batch.
                     try:
-                        self._collect(busy, [], message)
+                        self._collect(busy, None)
                     except (WorkerDied, OperationalError):
                         pass
                     raise
-            _merge_shares(len(batch.requests), local_shares + self._collect(busy, pending, message), result)
+            shares = local_shares + self._collect(busy, queues)
+            for share in shares:
+                for (position, _), seconds in zip(share.replies, share.request_seconds):
+                    self.costs.observe(batch.requests[position], seconds)
+            _merge_shares(len(batch.requests), shares, result)
         return result
 
     def _call(self, slot: int, message, busy: list) -> None:
@@ -641,21 +734,21 @@ class ProcessExecutor:
         except WorkerDied:
             self._replace(slot)
             # Shares already handed out (several writer shares, or the write share before a
-            # read chunk) must be finished and read before the caller undoes the batch: one
+            # read share) must be finished and read before the caller undoes the batch: one
             # still running could commit after the undo, and its answer, left in the pipe,
             # would be taken for the next batch's.
             try:
-                self._collect(busy, [], message)
+                self._collect(busy, None)
             except (WorkerDied, OperationalError):
                 pass
             raise
         busy.append(slot)
 
-    def _collect(self, busy: list[int], pending: list, message) -> list[ShareResult]:
-        """Answers from every busy worker; a worker that answers gets the next read chunk.
+    def _collect(self, busy: list[int], queues: list[list] | None) -> list[ShareResult]:
+        """Answers from every busy worker; a worker that answers gets its next queued message.
 
-        After a death nothing new is handed out, but every other busy worker is still waited
-        for, so no answer is left in a pipe to be mistaken for the next one.
+        After a death or a failure nothing new is handed out, but every other busy worker is
+        still waited for, so no answer is left in a pipe to be mistaken for the next one.
         """
         shares, died, failures = [], [], []
         while busy:
@@ -674,8 +767,8 @@ class ProcessExecutor:
                     failures.append(answer[1])
                 else:
                     shares.append(_share_from_answer(answer))
-                if pending and not died and not failures:
-                    self._call(slot, message(pending.pop(0), False, False), busy)
+                if queues and queues[slot] and not died and not failures:
+                    self._call(slot, queues[slot].pop(0), busy)
         for slot in died:
             self._replace(slot)
         if died:

@@ -1,0 +1,192 @@
+"""One node's executor scaling on a TPC-W mix: parallel (2 worker processes) vs sequential.
+
+What is measured: interactions' procedure calls per second through
+`ExecutionEngine.execute(batch, commit=True)` with `workers=2` and with `workers=1`, on
+identical copies of a populated TPC-W database (tpcw/populate.py), driven directly with
+pre-built batches: no clients, no sockets, no driver competing for the 2 cores.  It isolates
+the executor, which the end-to-end `evedb bench tpcw` cannot on this machine (there the
+driver alone takes about one core).
+
+The batches: `--browsers` emulated browsers (tpcw/driver.py, the real navigation graph and
+inputs) run in threads against a batching connection; each batch holds one procedure call
+from every browser (a server with that many concurrent clients batches about so), executed
+on a recording engine (`workers=1`) whose replies go back to the browsers, so carts, lists
+and customers evolve as in a real run.  Those same batches, with the same seq, timestamp and
+seed, are then replayed on both measured engines from the same initial file: execution is
+deterministic, so both see exactly what the recorder saw (same ids, same results), and must
+end at the same state root as the recorder.
+
+Rounds alternate parallel / sequential / CPU control (`common.interleave`), as in
+`bench.executor_scaling`; reported: medians of calls/s, their ratio, the median per-round
+ratio, also over rounds whose control showed two free cores, and the mixer's parallel batches
+per batch and the share of calls that write.
+
+Run: `python -m bench.tpcw_scaling [--mix browsing] [--items 10000 --ebs 10] [--rounds 60]`.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+
+from evedb.engine import ExecutionEngine
+from evedb.messages import Batch, Request
+from mixer_rules import load_rules
+from tpcw import navigation
+from tpcw.driver import EmulatedBrowser
+from tpcw.populate import populate
+
+from . import common
+from .executor_scaling import IDLE_CONTROL, WARM_ROUNDS, Workload, measure
+
+PROCEDURES = ("tpcw.procedures",)
+
+
+class _RecordingStopped(Exception):
+    pass
+
+
+class _Call:
+    def __init__(self, procedure: str, args: tuple):
+        self.procedure = procedure
+        self.args = args
+        self.done = threading.Event()
+        self.reply = None
+
+
+class _BatchingCursor:
+    """The DB-API surface EmulatedBrowser uses: callproc, fetchall, description."""
+
+    def __init__(self, outbox: queue.Queue):
+        self._outbox = outbox
+        self.description = None
+        self._rows: list = []
+
+    def callproc(self, procedure: str, args=()):
+        call = _Call(procedure, tuple(args))
+        self._outbox.put(call)
+        call.done.wait()
+        reply = call.reply
+        if reply is None:
+            raise _RecordingStopped()
+        if reply.error is not None:
+            raise RuntimeError(f"{procedure}: {reply.error.message}")
+        result = reply.results[0] if reply.results else None
+        self.description = tuple(result.columns) if result is not None and result.columns else None
+        self._rows = list(result.rows) if result is not None else []
+        return args
+
+    def fetchall(self):
+        rows, self._rows = self._rows, []
+        return rows
+
+
+class _BatchingConnection:
+    def __init__(self, outbox: queue.Queue):
+        self._outbox = outbox
+
+    def cursor(self):
+        return _BatchingCursor(self._outbox)
+
+
+def record_batches(path, *, mix: str, browsers: int, count: int, items: int, ebs: int,
+                   seed: int) -> tuple[list[Batch], str]:
+    """`count` batches of one call per browser, executed (and committed) on `path` as recorded;
+    returns them and the recorder's final state root."""
+    recorder = ExecutionEngine(str(path), workers=1, procedure_modules=PROCEDURES, rules=load_rules("tpcw"))
+    inboxes = [queue.Queue() for _ in range(browsers)]
+    stop = threading.Event()
+
+    def browse(number: int) -> None:
+        browser = EmulatedBrowser(_BatchingConnection(inboxes[number]), mix, items, ebs, number, seed)
+        while not stop.is_set():
+            try:
+                browser.step()
+            except _RecordingStopped:
+                return
+            except Exception:  # a failed interaction (its error is its reply) goes on
+                pass
+
+    threads = [threading.Thread(target=browse, args=(n,), daemon=True) for n in range(browsers)]
+    for thread in threads:
+        thread.start()
+    batches, request_ids, failed = [], [0] * browsers, 0
+    try:
+        for n in range(count):
+            calls = [inbox.get() for inbox in inboxes]
+            requests = []
+            for number, call in enumerate(calls):
+                request_ids[number] += 1
+                requests.append(Request.call(f"eb-{number}", request_ids[number], call.procedure, call.args))
+            seq = recorder.committed_seq + 1
+            batch = Batch(seq, 0, 1_700_000_000_000 + 1000 * seq, seq * 7919, tuple(requests))
+            outcome = recorder.execute(batch, commit=True)
+            for call, reply in zip(calls, outcome.replies):
+                failed += reply.error is not None
+                call.reply = reply
+                call.done.set()
+            batches.append(batch)
+            if (n + 1) % max(1, count // 4) == 0:
+                common.progress(f"  recorded {n + 1}/{count} batches")
+        root = recorder.state_root_hex()
+    finally:
+        stop.set()
+        for inbox in inboxes:  # release browsers blocked on a call that will not run
+            while not inbox.empty():
+                inbox.get().done.set()  # reply None: the browser stops
+        recorder.close()
+    if failed:
+        common.progress(f"  {failed} recorded call(s) failed (their error is their reply, in both engines too)")
+    return batches, root
+
+
+def main(argv=None) -> int:
+    arguments = common.parser(__doc__.split("\n")[0])
+    arguments.add_argument("--mix", default="browsing", choices=sorted(navigation.MIXES))
+    arguments.add_argument("--items", type=int, default=10_000)
+    arguments.add_argument("--ebs", type=int, default=10)
+    arguments.add_argument("--browsers", type=int, default=32, help="calls per batch (default 32)")
+    arguments.add_argument("--rounds", type=int, help="measured rounds (default 60, 12 with --quick)")
+    arguments = arguments.parse_args(argv)
+    rounds = arguments.rounds or (12 if arguments.quick else 60)
+    workload = Workload(f"tpcw_{arguments.mix}", None, arguments.browsers, 1)
+    options = {"procedure_modules": PROCEDURES, "rules": load_rules("tpcw")}
+    with common.scratch_directory() as directory:
+        golden = directory / "tpcw.db"
+        common.progress(f"populating TPC-W: {arguments.items} items, {arguments.ebs} EBs ...")
+        report = populate(str(golden), arguments.items, arguments.ebs, seed=arguments.seed)
+        common.progress(f"rows: {report.total_rows:,} ({report.rows_per_second:,.0f} rows/s)")
+        common.progress(f"recording {WARM_ROUNDS + rounds} batches of {arguments.browsers} calls ({arguments.mix} mix) ...")
+        batches, recorded_root = record_batches(
+            common.copy_database(golden, directory / "recorder.db"), mix=arguments.mix,
+            browsers=arguments.browsers, count=WARM_ROUNDS + rounds, items=arguments.items, ebs=arguments.ebs,
+            seed=arguments.seed)
+        control = common.CpuControl()
+        try:
+            result = measure(workload, golden, directory, rounds, arguments.seed, common.TpcwScale(), control,
+                             batches=batches, engine_options=options)
+        finally:
+            control.close()
+    result["recorded_root"] = recorded_root
+    result["roots_equal"] = result["roots_equal"] and result["state_roots"]["parallel"] == recorded_root
+    result["mix"] = arguments.mix
+    result["items"], result["ebs"] = arguments.items, arguments.ebs
+    print(common.format_table(
+        ("workload", "calls/batch", "parallel calls/s", "sequential calls/s", "ratio of medians",
+         "median paired ratio", f"paired ratio, control >= {IDLE_CONTROL} (rounds)", "mixer rounds/batch",
+         "control 2p/1p", "state roots (both engines and the recorder)"),
+        [(result["workload"], result["batch_size"], result["median_parallel"], result["median_sequential"],
+          result["ratio_of_medians"], result["median_paired_ratio"],
+          "-" if result["median_paired_ratio_idle"] is None
+          else f"{result['median_paired_ratio_idle']:.2f} ({result['idle_rounds']})",
+          result["parallel_batches_per_batch"], result["median_control"],
+          "equal" if result["roots_equal"] else "DIFFERENT")],
+    ))
+    common.write_json(f"tpcw_scaling_{arguments.mix}", result)
+    return 0 if result["roots_equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
