@@ -387,3 +387,61 @@ def test_cheap_reads_run_in_process_and_costly_ones_in_the_pool_with_the_same_an
         assert lone[0].results == here[0].results and here[0].results[0].rows == ((100,),)
     finally:
         engine.close()
+
+
+def test_split_reads_deals_longest_first_to_the_least_loaded_worker():
+    from evedb.executor import split_reads
+
+    loads = [0.0, 0.0]
+    assert split_reads([10, 11, 12, 13, 14], [5, 4, 3, 3, 3], loads) == [[10, 13], [11, 12, 14]]
+    assert loads == [8, 10]
+    # Work already given (a write share) counts: the reads go to the idle worker first.
+    assert split_reads([1, 2, 3], [1.0, 1.0, 1.0], [10.0, 0.0]) == [[], [1, 2, 3]]
+    # Every position lands once, each share in ascending order, whatever the costs.
+    rng = random.Random(5)
+    positions = list(range(40))
+    shares = split_reads(positions, [rng.random() for _ in positions], [0.0] * 3)
+    assert sorted(p for share in shares for p in share) == positions
+    assert all(share == sorted(share) for share in shares)
+
+
+def test_request_costs_learn_per_shape_and_stay_bounded():
+    from evedb.executor import RequestCosts
+
+    costs = RequestCosts(max_shapes=3)
+    point = Request.statement("c", 1, "SELECT balance FROM acct WHERE id = ?", (1,))
+    total = Request.statement("c", 2, "SELECT sum(balance) FROM acct")
+    assert costs.estimate(point) == costs.estimate(total) > 0  # nothing seen: one default
+    costs.observe(point, 0.001)
+    costs.observe(total, 0.010)
+    assert costs.estimate(Request.statement("c", 3, point.statements[0].sql, (7,))) == 0.001  # params left out
+    assert costs.estimate(total) == 0.010
+    costs.observe(total, 0.020)
+    assert 0.010 < costs.estimate(total) < 0.020  # a moving average
+    unseen = Request.statement("c", 4, "SELECT count(*) FROM note")
+    assert 0.001 < costs.estimate(unseen) < 0.020  # the average so far
+    for n in range(5):
+        costs.observe(Request.statement("c", 5, f"SELECT {n}"), 0.5)
+    assert len(costs._by_shape) <= 3
+
+
+def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
+    path = str(tmp_path / "split.db")
+    make_database(path)
+    engine = ExecutionEngine(path, workers=2)
+    try:
+        point = "SELECT balance FROM acct WHERE id = ?"
+        total = "SELECT sum(balance), count(*) FROM acct"
+        requests = tuple(
+            Request.statement("r", i, total) if i % 5 == 0 else Request.statement("r", i, point, (i,))
+            for i in range(20)
+        )
+        learnt = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+        costs = engine._executor.costs
+        assert point in costs._by_shape and total in costs._by_shape  # measured by the workers
+        costs._by_shape[total] = 1.0  # a wildly wrong estimate: the aggregates alone on one worker
+        skewed = engine.execute(Batch(2, 0, 1_700_000_000_001, 7, requests), commit=True)
+        assert [r.results for r in skewed.replies] == [r.results for r in learnt.replies]
+        assert skewed.state_root == learnt.state_root
+    finally:
+        engine.close()
