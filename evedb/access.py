@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +171,7 @@ class Catalog:
         self._schema_version = -1
         self._shapes: dict[str, _Shape] = {}
         self._observations: dict[str, _Observed | None] = {}
+        self._checked = threading.local()  # .active: this thread's caller vouches for the version
         self.refresh()
 
     @classmethod
@@ -204,9 +207,25 @@ class Catalog:
 
     def _current_shapes(self) -> dict[str, "_Shape"]:
         """The shape cache valid for the schema as it is now."""
-        if self._read_schema_version() != self._schema_version:
+        if not getattr(self._checked, "active", False) and self._read_schema_version() != self._schema_version:
             self.refresh()
         return self._shapes
+
+    @contextmanager
+    def version_checked(self):
+        """Analyses on this thread, inside, trust the schema version read once on entry.
+
+        For a caller that analyses many statements while nothing can change the schema (the
+        engine planning a batch: DDL only runs after planning): one PRAGMA instead of one per
+        statement.  Other threads keep checking for themselves.
+        """
+        outer = getattr(self._checked, "active", False)
+        self._current_shapes()
+        self._checked.active = True
+        try:
+            yield self
+        finally:
+            self._checked.active = outer
 
     def refresh(self) -> None:
         """Re-read the schema; every cached analysis made against the old one is dropped."""

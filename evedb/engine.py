@@ -255,7 +255,8 @@ class ExecutionEngine:
         return Access.union(accesses) if accesses else EXCLUSIVE
 
     def plan(self, batch: Batch) -> tuple[list[list[int]], list[bool]]:
-        accesses = [self.access_of(request) for request in batch.requests]
+        with self.catalog.version_checked():
+            accesses = [self.access_of(request) for request in batch.requests]
         if self.options.reply_cache:
             # A write stores its client's reply: two requests of one client (a request and its
             # retry) must not run side by side.

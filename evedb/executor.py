@@ -44,6 +44,7 @@ its peer then rarely takes the same wrong order (schedule diversity; bench/race_
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -85,6 +86,62 @@ class _MultipleStatements(Exception):
     pass
 
 
+class _ShareReplies:
+    """The reply cache as one writer share sees it: read once up front, stored once at the end.
+
+    Each client's last request id (and reply) lives in REPLIES_TABLE, so that a retried write
+    is answered from it and never runs twice.  Per request that was a SELECT before and an
+    INSERT after; here one SELECT covers the share's clients and one executemany stores its
+    replies, before the share's changeset is taken (so they are part of the batch's changes,
+    as before).  A client's second request in the same share sees the first's reply.
+    """
+
+    _LAST = (f"SELECT client_id, request_id FROM {storage.REPLIES_TABLE} "
+             "WHERE client_id IN (SELECT value FROM json_each(?))")
+    _REPLY = f"SELECT reply FROM {storage.REPLIES_TABLE} WHERE client_id = ?"
+    _STORE = f"INSERT OR REPLACE INTO {storage.REPLIES_TABLE}(client_id, request_id, reply) VALUES (?, ?, ?)"
+
+    def __init__(self, worker: "Worker", requests: Sequence[Request]):
+        self._worker = worker
+        clients = sorted({request.client_id for request in requests})
+        self._last: dict[str, int] = dict(worker._internal(self._LAST, (json.dumps(clients),)))
+        self._pending: dict[str, tuple[int, bytes]] = {}
+
+    def answer(self, request: Request) -> Reply | None:
+        """The stored reply if this request already ran (a retry), an error if it is older."""
+        last_request_id = self._last.get(request.client_id)
+        if last_request_id is None or last_request_id < request.request_id:
+            return None
+        if last_request_id > request.request_id:
+            return Reply(request.client_id, request.request_id, (), ErrorInfo(
+                "ProgrammingError",
+                f"request {request.request_id} is older than request {last_request_id} already "
+                "answered for this client: request ids must grow",
+            ))
+        pending = self._pending.get(request.client_id)
+        if pending is not None:
+            encoded = pending[1]
+        else:
+            encoded = self._worker._internal(self._REPLY, (request.client_id,))[0][0]
+        return codec.reply_from_plain(codec.unpack(encoded))
+
+    def record(self, request: Request, reply: Reply) -> None:
+        self._last[request.client_id] = request.request_id
+        self._pending[request.client_id] = (request.request_id, codec.encode_reply(reply))
+
+    def store(self) -> None:
+        if not self._pending:
+            return
+        worker = self._worker
+        worker.authorizer.internal_depth += 1
+        try:
+            worker.connection.executemany(
+                storage.INTERNAL_TAG + self._STORE,
+                [(client_id, request_id, reply) for client_id, (request_id, reply) in self._pending.items()])
+        finally:
+            worker.authorizer.internal_depth -= 1
+
+
 class Worker:
     """One SQLite connection that runs shares.  Used in-process or inside a worker process."""
 
@@ -104,8 +161,13 @@ class Worker:
     # --- internal SQL: cached under a secret tag, so never reused for a client (storage.py) ---
 
     def _internal(self, sql: str, bindings=None):
-        with self.authorizer.internal():
+        # authorizer.internal() spelt out: this runs several times per request.
+        authorizer = self.authorizer
+        authorizer.internal_depth += 1
+        try:
             return self.connection.execute(storage.INTERNAL_TAG + sql, bindings).fetchall()
+        finally:
+            authorizer.internal_depth -= 1
 
     # --- a share ---
 
@@ -136,14 +198,19 @@ class Worker:
             request_seconds = []
             schema_changed = False
             clock = time.perf_counter
+            # Only a share that writes is part of a replicated batch; a read share (the
+            # primary's read path, or reads inside a batch) leaves the reply cache alone.
+            cache = _ShareReplies(self, [request for _, request in items]) if self.reply_cache and writes else None
             for position, request in items:
                 started = clock()
-                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes)
+                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes, cache)
                 request_seconds.append(clock() - started)
                 replies.append((position, reply))
                 if changed_schema:
                     schema_changed = True
                     self._shapes_checked = False
+            if cache is not None:
+                cache.store()
             result = ShareResult(replies, schema_changed=schema_changed, request_seconds=request_seconds)
             if session is not None:
                 # The session reads the schema with its own SQL: not a client statement.
@@ -178,42 +245,19 @@ class Worker:
                 self._internal("ROLLBACK")
             raise
 
-    def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True):
+    def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True,
+                     cache: "_ShareReplies | None" = None):
         self.entropy.reseed(seed, position)
         if not writes and request.kind is not RequestKind.PROCEDURE:
             return self._run_read_only(request), False
-        # Only a share that writes is part of a replicated batch; a read share (the primary's
-        # read path, or reads inside a batch) must leave the replicated reply cache alone.
-        cache_replies = self.reply_cache and writes
-        if cache_replies:
-            cached = self._cached_reply(request)
+        if cache is not None:
+            cached = cache.answer(request)
             if cached is not None:
                 return cached, False
         reply, schema_changed = self._run_in_savepoint(request, timestamp_ms, seed, position)
-        if cache_replies:
-            self._internal(
-                f"INSERT OR REPLACE INTO {storage.REPLIES_TABLE}(client_id, request_id, reply) VALUES (?, ?, ?)",
-                (request.client_id, request.request_id, codec.encode_reply(reply)),
-            )
+        if cache is not None:
+            cache.record(request, reply)
         return reply, schema_changed
-
-    def _cached_reply(self, request: Request) -> Reply | None:
-        """The stored reply if this request already ran (a retry), an error if it is older."""
-        rows = self._internal(
-            f"SELECT request_id, reply FROM {storage.REPLIES_TABLE} WHERE client_id = ?", (request.client_id,)
-        )
-        if not rows:
-            return None
-        last_request_id, encoded = rows[0]
-        if last_request_id == request.request_id:
-            return codec.reply_from_plain(codec.unpack(encoded))
-        if last_request_id > request.request_id:
-            return Reply(request.client_id, request.request_id, (), ErrorInfo(
-                "ProgrammingError",
-                f"request {request.request_id} is older than request {last_request_id} already "
-                "answered for this client: request ids must grow",
-            ))
-        return None
 
     def _run_in_savepoint(self, request: Request, timestamp_ms: int, seed: int, position: int):
         self._internal("SAVEPOINT evedb_request")
