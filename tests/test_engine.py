@@ -445,3 +445,28 @@ def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
         assert skewed.state_root == learnt.state_root
     finally:
         engine.close()
+
+
+def test_reply_cache_answers_a_retry_in_the_same_share_and_refuses_an_older_request(tmp_path):
+    from evedb.executor import Worker
+
+    path = str(tmp_path / "replies.db")
+    make_database(path)
+    worker = Worker(path, storage.StorageOptions(reply_cache=True))
+    try:
+        bump = "UPDATE acct SET balance = balance + 1 WHERE id = 1 RETURNING balance"
+        first = [(0, Request.statement("c", 5, bump)), (1, Request.statement("c", 5, bump)),
+                 (2, Request.statement("c", 4, bump)), (3, Request.statement("d", 1, bump))]
+        share = worker.run_share(1, 1_700_000_000_000, 7, first, True, final=True)
+        replies = [reply for _, reply in share.replies]
+        assert replies[0].results[0].rows == ((101,),)
+        assert replies[1] == replies[0]  # the retry, answered from the pending reply: ran once
+        assert replies[2].error is not None and "older" in replies[2].error.message
+        assert replies[3].results[0].rows == ((102,),)
+        # A later share: the retry is answered from the stored reply, a new request runs.
+        again = worker.run_share(2, 1_700_000_000_000, 7, [(0, Request.statement("c", 5, bump)),
+                                                           (1, Request.statement("c", 6, bump))], True, final=True)
+        assert again.replies[0][1] == replies[0]
+        assert again.replies[1][1].results[0].rows == ((103,),)
+    finally:
+        worker.close()
