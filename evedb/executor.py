@@ -10,7 +10,8 @@ One interface, two implementations:
   The reads of a parallel batch are split by estimated cost (longest first, each to the least
   loaded worker), the estimates being moving averages of what workers measured per request
   shape (`RequestCosts`), so one message per worker still gives every worker about as much
-  work.
+  work.  With a local worker, reads estimated cheaper than shipping them run in this process
+  (before the write share) while the pool runs the rest.
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -690,6 +691,7 @@ class ProcessExecutor:
         reverse_writer_dispatch: bool = False,
         writer_stagger_ms: float = 0.0,
         local_writer: "Worker | None" = None,
+        local_read_max_seconds: float = 0.0,
     ):
         if workers < 1:
             raise ValueError("a process executor needs at least one worker")
@@ -698,6 +700,10 @@ class ProcessExecutor:
         # (not owned: the caller closes it): no pickling of requests, replies and deltas, and
         # two process hops fewer per batch, which is most of a small batch's latency.
         self.local_writer = local_writer
+        # With a local worker, reads estimated cheaper than this run on it too: shipping a
+        # read costs its encoding both ways and a share of the wake-ups, more than a point
+        # read itself (bench/executor_scaling's kv workloads).
+        self.local_read_max_seconds = local_read_max_seconds if local_writer is not None else 0.0
         self.parallel_writers = parallel_writers
         self.reverse_writer_dispatch = reverse_writer_dispatch
         self.writer_stagger_ms = writer_stagger_ms
@@ -725,6 +731,12 @@ class ProcessExecutor:
             write_positions = [p for p in positions if writes[p]]
             read_positions = [p for p in positions if not writes[p]]
             local = self.local_writer is not None and not self.parallel_writers
+            local_reads = []
+            if local and self.local_read_max_seconds:
+                cheap = self.local_read_max_seconds
+                local_reads = [p for p in read_positions if estimate(batch.requests[p]) < cheap]
+                if local_reads:
+                    read_positions = [p for p in read_positions if estimate(batch.requests[p]) >= cheap]
             # Each worker's messages for this parallel batch, sent one at a time: a worker's
             # next message goes out when it has answered the previous one.
             queues: list[list] = [[] for _ in range(self.workers)]
@@ -751,13 +763,19 @@ class ProcessExecutor:
                 if queues[slot]:
                     self._call(slot, queues[slot].pop(0), busy)
             local_shares = []
-            if write_positions and local:
-                # The read shares handed out above run meanwhile in the worker processes.
+            if (write_positions or local_reads) and local:
+                # The read shares handed out above run meanwhile in the worker processes.  Cheap
+                # reads go first: once a final write share has run, the batch is committed.
                 share_final = final and len(plan) == 1 and not busy
                 try:
-                    local_shares.append(self.local_writer.run_share(
-                        batch.seq, batch.timestamp_ms, batch.seed,
-                        [(p, batch.requests[p]) for p in write_positions], True, share_final))
+                    if local_reads:
+                        local_shares.append(self.local_writer.run_share(
+                            batch.seq, batch.timestamp_ms, batch.seed,
+                            [(p, batch.requests[p]) for p in local_reads], False))
+                    if write_positions:
+                        local_shares.append(self.local_writer.run_share(
+                            batch.seq, batch.timestamp_ms, batch.seed,
+                            [(p, batch.requests[p]) for p in write_positions], True, share_final))
                 except BaseException:
                     # Read every answer out of the pipes before the caller undoes the batch.
                     try:
