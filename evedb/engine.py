@@ -197,7 +197,6 @@ class ExecutionEngine:
         # The write share runs on the sequential executor's connection, in this process.
         return ProcessExecutor(self.path, self.options, workers, self._procedure_modules,
                                local_writer=self.sequential_executor._worker if self.local_writes else None,
-                               local_read_max_seconds=LOCAL_READ_MAX_US / 1e6,
                                parallel_writers=self.parallel_writers,
                                reverse_writer_dispatch=self.reverse_writer_dispatch,
                                writer_stagger_ms=self.writer_stagger_ms)

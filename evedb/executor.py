@@ -10,8 +10,8 @@ One interface, two implementations:
   The reads of a parallel batch are split by estimated cost (longest first, each to the least
   loaded worker), the estimates being moving averages of what workers measured per request
   shape (`RequestCosts`), so one message per worker still gives every worker about as much
-  work.  With a local worker, reads estimated cheaper than shipping them run in this process
-  (before the write share) while the pool runs the rest.
+  work.  With a local worker, cheap reads stay in this process (run before the write share)
+  while the pool runs the costly ones (`split_reads_with_local`).
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -496,6 +496,17 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
         into.hash_seconds += share.hash_seconds
 
 
+# The read split's prices (see split_reads), from this 2-core VM: shipping a read costs this
+# process ~20 µs (its request encoded, its reply decoded: bench/executor_scaling's kv
+# workloads ran 1.2 ms slower per 58 shipped point reads) and the worker about as much; a
+# worker's round trip (two pipe writes, two process wake-ups) ~100-200 µs.
+SHIP_HERE_SECONDS = 20e-6
+SHIP_THERE_SECONDS = 20e-6
+# A read estimated under this is cheap: it may stay in this process (the node's read path
+# uses the same bound, engine.LOCAL_READ_MAX_US).
+LOCAL_READ_MAX_SECONDS = 150e-6
+
+
 class RequestCosts:
     """Estimated execution time of a request, by shape: a moving average of worker measurements.
 
@@ -551,6 +562,45 @@ def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads
     for share in shares:
         share.sort()
     return shares
+
+
+def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[float], local_load: float,
+                           workers: int, cheap: float = LOCAL_READ_MAX_SECONDS,
+                           shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS),
+                           ) -> tuple[list[int], list[list[int]]]:
+    """Reads split between this process (already holding `local_load`, its write share) and
+    the worker processes: (reads kept here, one list per worker).
+
+    Costly reads (estimated at `cheap` or more) go to the workers, LPT: a costly read never
+    stays here, where it would make one more runner than cores (measured: three TPC-W best
+    sellers at once on 2 cores took twice as long each).  Cheap reads stay here, longest
+    first, while this process would still finish before the busiest worker, and always when
+    no worker has anything to do; past that a cheap read is shipped only when that is worth
+    it: it costs `here` in this process (less than running it) and `there` in the worker, on
+    top of its own cost, and the worker must still finish it sooner.
+    """
+    heavy = [i for i, cost in enumerate(estimates) if cost >= cheap]
+    light = [i for i, cost in enumerate(estimates) if cost < cheap]
+    loads = [0.0] * workers
+    shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
+    here, there = shipping
+    kept = []
+    light.sort(key=lambda i: (-estimates[i], read_positions[i]))
+    for i in light:
+        cost = estimates[i]
+        slot = min(range(workers), key=loads.__getitem__)
+        busiest = max(loads)
+        if busiest == 0.0 or local_load + cost <= busiest or cost <= here or loads[slot] + cost + there >= local_load + cost:
+            kept.append(read_positions[i])
+            local_load += cost
+        else:
+            shares[slot].append(read_positions[i])
+            loads[slot] += cost + there
+            local_load += here
+    kept.sort()
+    for share in shares:
+        share.sort()
+    return kept, shares
 
 
 def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
@@ -691,7 +741,6 @@ class ProcessExecutor:
         reverse_writer_dispatch: bool = False,
         writer_stagger_ms: float = 0.0,
         local_writer: "Worker | None" = None,
-        local_read_max_seconds: float = 0.0,
     ):
         if workers < 1:
             raise ValueError("a process executor needs at least one worker")
@@ -700,10 +749,6 @@ class ProcessExecutor:
         # (not owned: the caller closes it): no pickling of requests, replies and deltas, and
         # two process hops fewer per batch, which is most of a small batch's latency.
         self.local_writer = local_writer
-        # With a local worker, reads estimated cheaper than this run on it too: shipping a
-        # read costs its encoding both ways and a share of the wake-ups, more than a point
-        # read itself (bench/executor_scaling's kv workloads).
-        self.local_read_max_seconds = local_read_max_seconds if local_writer is not None else 0.0
         self.parallel_writers = parallel_writers
         self.reverse_writer_dispatch = reverse_writer_dispatch
         self.writer_stagger_ms = writer_stagger_ms
@@ -731,12 +776,6 @@ class ProcessExecutor:
             write_positions = [p for p in positions if writes[p]]
             read_positions = [p for p in positions if not writes[p]]
             local = self.local_writer is not None and not self.parallel_writers
-            local_reads = []
-            if local and self.local_read_max_seconds:
-                cheap = self.local_read_max_seconds
-                local_reads = [p for p in read_positions if estimate(batch.requests[p]) < cheap]
-                if local_reads:
-                    read_positions = [p for p in read_positions if estimate(batch.requests[p]) >= cheap]
             # Each worker's messages for this parallel batch, sent one at a time: a worker's
             # next message goes out when it has answered the previous one.
             queues: list[list] = [[] for _ in range(self.workers)]
@@ -754,7 +793,13 @@ class ProcessExecutor:
             elif write_positions and not local:
                 queues[0].append(message(write_positions, True, final and len(plan) == 1 and not read_positions))
                 loads[0] += sum(estimate(batch.requests[p]) for p in write_positions)
-            read_shares = split_reads(read_positions, [estimate(batch.requests[p]) for p in read_positions], loads)
+            read_estimates = [estimate(batch.requests[p]) for p in read_positions]
+            if local:
+                local_reads, read_shares = split_reads_with_local(
+                    read_positions, read_estimates, sum(estimate(batch.requests[p]) for p in write_positions),
+                    self.workers)
+            else:
+                local_reads, read_shares = [], split_reads(read_positions, read_estimates, loads)
             for slot, share in enumerate(read_shares):
                 if share:
                     queues[slot].append(message(share, False, False))
