@@ -165,11 +165,12 @@ IDLE_CONTROL = 1.8  # a control of 2p/1p >= this: the round had (nearly) two fre
 
 def measure(workload: Workload, golden, directory, rounds: int, seed: int,
             scale: common.TpcwScale, control: common.CpuControl, *, batches=None,
-            engine_options: dict | None = None) -> dict:
+            engine_options: dict | None = None, observe=None) -> dict:
     """Both engines on the same batches in interleaved rounds, with a CPU control per round.
 
     `batches` (default: made from `workload.make_request`) must hold (4 + rounds) rounds'
-    worth; `engine_options` go to both engines (procedure modules and mixer rules).
+    worth; `engine_options` go to both engines (procedure modules and mixer rules);
+    `observe(name, engine)` is called for each engine before it runs anything.
     """
     common.progress(f"{workload.name}: opening engines")
     options = engine_options or {}
@@ -178,6 +179,9 @@ def measure(workload: Workload, golden, directory, rounds: int, seed: int,
     sequential = ExecutionEngine(str(common.copy_database(golden, directory / f"{workload.name}-s.db")),
                                  workers=1, **options)
     engines = {"parallel": parallel, "sequential": sequential}
+    for name, engine in engines.items():
+        if observe is not None:
+            observe(name, engine)
     try:
         per_round = workload.batches_per_round
         if batches is None:

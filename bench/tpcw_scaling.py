@@ -19,7 +19,9 @@ end at the same state root as the recorder.
 Rounds alternate parallel / sequential / CPU control (`common.interleave`), as in
 `bench.executor_scaling`; reported: medians of calls/s, their ratio, the median per-round
 ratio, also over rounds whose control showed two free cores, and the mixer's parallel batches
-per batch and the share of calls that write.
+per batch; and per procedure, the median time of one call where it ran: in the sequential
+engine's one process, in a worker process of the parallel engine, or in its coordinator
+(cheap reads and writes), which shows what running side by side costs each call.
 
 Run: `python -m bench.tpcw_scaling [--mix browsing] [--items 10000 --ebs 10] [--rounds 60]`.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from dataclasses import dataclass
+from collections import defaultdict
 
 from evedb.engine import ExecutionEngine
 from evedb.messages import Batch, Request
@@ -142,6 +144,50 @@ def record_batches(path, *, mix: str, browsers: int, count: int, items: int, ebs
     return batches, root
 
 
+class CallTimes:
+    """Per procedure, the time of each call where it ran, from the engines' executors."""
+
+    def __init__(self):
+        self.seconds: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def observe(self, name: str, engine: ExecutionEngine) -> None:
+        executor = engine._executor
+        run = executor.run
+        local = getattr(executor, "local_writer", None)
+        local_positions: set[int] = set()
+        if local is not None:
+            local_run_share = local.run_share
+
+            def run_share_here(seq, timestamp_ms, seed, items, *args, **kwargs):
+                local_positions.update(position for position, _ in items)
+                return local_run_share(seq, timestamp_ms, seed, items, *args, **kwargs)
+
+            local.run_share = run_share_here
+
+        def timed_run(batch, plan, writes, final=False):
+            local_positions.clear()
+            result = run(batch, plan, writes, final)
+            for position, seconds in result.request_seconds.items():
+                where = name if name == "sequential" else ("coordinator" if position in local_positions else "worker")
+                self.seconds[batch.requests[position].procedure][where].append(seconds)
+            return result
+
+        executor.run = timed_run
+
+    def table(self) -> list[dict]:
+        rows = []
+        for procedure, places in self.seconds.items():
+            row = {"procedure": procedure, "calls": len(places.get("sequential", []))}
+            for where in ("sequential", "worker", "coordinator"):
+                values = places.get(where, [])
+                row[f"{where}_us"] = common.median(values) * 1e6 if values else None
+                row[f"{where}_calls"] = len(values)
+            row["total_sequential_s"] = sum(places.get("sequential", []))
+            rows.append(row)
+        rows.sort(key=lambda row: -row["total_sequential_s"])
+        return rows
+
+
 def main(argv=None) -> int:
     arguments = common.parser(__doc__.split("\n")[0])
     arguments.add_argument("--mix", default="browsing", choices=sorted(navigation.MIXES))
@@ -164,11 +210,13 @@ def main(argv=None) -> int:
             browsers=arguments.browsers, count=WARM_ROUNDS + rounds, items=arguments.items, ebs=arguments.ebs,
             seed=arguments.seed)
         control = common.CpuControl()
+        call_times = CallTimes()
         try:
             result = measure(workload, golden, directory, rounds, arguments.seed, common.TpcwScale(), control,
-                             batches=batches, engine_options=options)
+                             batches=batches, engine_options=options, observe=call_times.observe)
         finally:
             control.close()
+    result["per_procedure"] = call_times.table()
     result["recorded_root"] = recorded_root
     result["roots_equal"] = result["roots_equal"] and result["state_roots"]["parallel"] == recorded_root
     result["mix"] = arguments.mix
@@ -183,6 +231,16 @@ def main(argv=None) -> int:
           else f"{result['median_paired_ratio_idle']:.2f} ({result['idle_rounds']})",
           result["parallel_batches_per_batch"], result["median_control"],
           "equal" if result["roots_equal"] else "DIFFERENT")],
+    ))
+    total = sum(row["total_sequential_s"] for row in result["per_procedure"]) or 1.0
+    print(common.format_table(
+        ("procedure", "calls", "share of sequential time", "µs/call sequential", "µs/call in a worker",
+         "µs/call in the coordinator", "worker / sequential"),
+        [(row["procedure"], row["calls"], f"{row['total_sequential_s'] / total:.1%}",
+          row["sequential_us"], row["worker_us"] if row["worker_us"] is not None else "-",
+          row["coordinator_us"] if row["coordinator_us"] is not None else "-",
+          f"{row['worker_us'] / row['sequential_us']:.2f}" if row["worker_us"] and row["sequential_us"] else "-")
+         for row in result["per_procedure"]],
     ))
     common.write_json(f"tpcw_scaling_{arguments.mix}", result)
     return 0 if result["roots_equal"] else 1

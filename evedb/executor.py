@@ -482,12 +482,16 @@ class PlanResult:
     schema_changed: bool
     committed: bool = False
     hash_seconds: float = 0.0
+    # Each request's execution time where it ran (by position): for benchmarks and estimates.
+    request_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
     for share in sorted(shares, key=lambda s: s.undo_id):
         for position, reply in share.replies:
             into.replies[position] = reply
+        for (position, _), seconds in zip(share.replies, share.request_seconds):
+            into.request_seconds[position] = seconds
         merkle.merge_deltas(into.page_deltas, share.page_deltas)
         if share.changeset:
             into.changesets.append(share.changeset)
