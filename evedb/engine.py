@@ -301,7 +301,7 @@ class ExecutionEngine:
                 self.stats.worker_restarts += 1
                 self._undo_from(batch.seq)
                 parallel_plan = [list(range(len(batch.requests)))]
-                result = self.sequential_executor.run(batch, parallel_plan, [True] * len(writes))
+                result = self.sequential_executor.run(batch, parallel_plan, writes)
                 self.stats.reexecutions += 1
             except Exception as error:
                 # A share failed outside any request.  With parallel writers another writer
@@ -312,7 +312,7 @@ class ExecutionEngine:
                 # Typically a writer share that waited past the busy timeout for another
                 # share's write lock: run the batch again, sequentially, as after a dead worker.
                 parallel_plan = [list(range(len(batch.requests)))]
-                result = self.sequential_executor.run(batch, parallel_plan, [True] * len(writes))
+                result = self.sequential_executor.run(batch, parallel_plan, writes)
                 self.stats.reexecutions += 1
             if sequential:
                 self.stats.reexecutions += 1

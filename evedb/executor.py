@@ -172,20 +172,24 @@ class Worker:
 
     # --- a share ---
 
-    def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool, final: bool = False) -> ShareResult:
+    def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool, final: bool = False,
+                  reads: frozenset = frozenset()) -> ShareResult:
         """Run a share in one SQLite transaction.
 
         final: this share is the whole batch and the batch commits as soon as it has run (no
         verification pending), so instead of an undo record the transaction itself records
         the batch as committed: one write transaction per batch instead of two.
+        reads: positions of read-only requests in a share that writes (sequential execution
+        runs reads and writes in one share): their replies stay out of the reply cache, as
+        they do when a parallel execution runs them in a read share.
         """
         storage.set_batch_timestamp(timestamp_ms)
         try:
-            return self._run_share(seq, timestamp_ms, seed, items, writes, final)
+            return self._run_share(seq, timestamp_ms, seed, items, writes, final, reads)
         finally:
             storage.set_batch_timestamp(None)
 
-    def _run_share(self, seq, timestamp_ms, seed, items, writes, final) -> ShareResult:
+    def _run_share(self, seq, timestamp_ms, seed, items, writes, final, reads=frozenset()) -> ShareResult:
         self._shapes_checked = False
         self._current_seq = seq
         self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
@@ -204,7 +208,8 @@ class Worker:
             cache = _ShareReplies(self, [request for _, request in items]) if self.reply_cache and writes else None
             for position, request in items:
                 started = clock()
-                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes, cache)
+                reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes,
+                                                          None if position in reads else cache)
                 request_seconds.append(clock() - started)
                 replies.append((position, reply))
                 if changed_schema:
@@ -631,7 +636,7 @@ class InlineExecutor:
             items = [(p, batch.requests[p]) for p in positions]
             share = self._worker.run_share(
                 batch.seq, batch.timestamp_ms, batch.seed, items, any(writes[p] for p in positions),
-                final and len(plan) == 1,
+                final and len(plan) == 1, frozenset(p for p in positions if not writes[p]),
             )
             _merge_shares(len(batch.requests), [share], result)
         return result

@@ -492,3 +492,29 @@ def test_reply_cache_answers_a_retry_in_the_same_share_and_refuses_an_older_requ
         assert again.replies[1][1].results[0].rows == ((103,),)
     finally:
         worker.close()
+
+
+def test_reads_in_a_batch_leave_the_reply_cache_alone_in_parallel_and_in_sequence(tmp_path):
+    # Sequential execution runs a parallel batch's reads inside its writing share; parallel
+    # execution runs them in a read share.  Either way only the writes' replies are cached,
+    # so both executions end at the same root.
+    roots = {}
+    for workers in (1, 2):
+        path = str(tmp_path / f"w{workers}.db")
+        make_database(path)
+        engine = ExecutionEngine(path, workers=workers, options=storage.StorageOptions(reply_cache=True))
+        try:
+            requests = (
+                Request.statement("reader", 1, "SELECT balance FROM acct WHERE id = ?", (3,)),
+                Request.statement("writer", 1, "UPDATE acct SET balance = balance + 1 WHERE id = ?", (4,)),
+                Request.statement("reader2", 7, "SELECT sum(balance) FROM note, acct"),
+            )
+            outcome = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+            assert outcome.replies[0].results[0].rows == ((100,),)
+            cached = engine._connection.execute(
+                f"SELECT client_id, request_id FROM {storage.REPLIES_TABLE} ORDER BY client_id").fetchall()
+            assert cached == [("writer", 1)]
+            roots[workers] = engine.state_root_hex()
+        finally:
+            engine.close()
+    assert roots[1] == roots[2]
