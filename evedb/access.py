@@ -220,7 +220,13 @@ class Catalog:
         statement.  Other threads keep checking for themselves.
         """
         outer = getattr(self._checked, "active", False)
-        self._current_shapes()
+        try:
+            self._current_shapes()
+        except apsw.Error:
+            # Could not read the schema now (busy, I/O): each analysis checks for itself, as
+            # without this, and one that still fails makes only its request exclusive.
+            yield self
+            return
         self._checked.active = True
         try:
             yield self
