@@ -518,3 +518,23 @@ def test_reads_in_a_batch_leave_the_reply_cache_alone_in_parallel_and_in_sequenc
         finally:
             engine.close()
     assert roots[1] == roots[2]
+
+
+def test_costly_reads_go_where_they_took_less_wall_time_per_read(tmp_path):
+    path = str(tmp_path / "reads.db")
+    make_database(path)
+    engine = ExecutionEngine(path, workers=2)
+    try:
+        reads = [Request.statement("r", i, "SELECT balance FROM acct WHERE id = ?", (i,)) for i in range(1, 4)]
+        engine.execute_reads(reads[:1], 0)  # one read runs here and is measured
+        engine._local_read_us = 10_000.0  # costly here (timing-free test)
+        engine.execute_reads(reads, 0)  # no pool measure yet: the pool runs it and is measured
+        assert engine.stats.local_read_requests == 1 and engine._pool_read_us is not None
+        engine._local_read_us, engine._pool_read_us = 10_000.0, 20_000.0  # the pool was slower
+        engine.execute_reads(reads, 0)
+        assert engine.stats.local_read_requests == 4  # so they ran here
+        engine._local_read_us, engine._pool_read_us = 10_000.0, 5_000.0  # the pool was faster
+        engine.execute_reads(reads, 0)
+        assert engine.stats.local_read_requests == 4  # so they ran in the pool
+    finally:
+        engine.close()
