@@ -410,12 +410,9 @@ class ExecutionEngine:
             self.committed_seq = max(self.committed_seq, seq)
             if wrote or self.options.reply_cache:
                 # The server records every commit (seq numbers must never be reused after a
-                # restart); the embedded database only when something changed.
-                with self._connection:
-                    self._connection.execute(
-                        f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq <= ?", (seq,), can_cache=False
-                    )
-                    storage.write_meta(self._connection, "committed_seq", self.committed_seq)
+                # restart); the embedded database only when something changed.  On the
+                # connection that writes the shares: see Worker.record_commit.
+                self.sequential_executor._worker.record_commit(seq, self.committed_seq)
 
     def rollback(self, seq: int) -> None:
         """Return the database to its state before batch `seq` (and every later one)."""

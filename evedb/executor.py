@@ -170,6 +170,21 @@ class Worker:
         finally:
             authorizer.internal_depth -= 1
 
+    def record_commit(self, seq: int, committed_seq: int) -> None:
+        """Batches up to `seq` are verified: drop their undo records and record `committed_seq`,
+        in one transaction on this connection.  The engine commits here, on the connection that
+        writes the shares, because a commit by another connection empties a connection's whole
+        page cache; this way one connection (the one the read path uses in process) stays warm."""
+        self._internal("BEGIN IMMEDIATE")
+        try:
+            self._internal(f"DELETE FROM {storage.INTERNAL_PREFIX}undo WHERE seq <= ?", (seq,))
+            self._internal(storage.META_UPSERT, ("committed_seq", committed_seq))
+            self._internal("COMMIT")
+        except BaseException:
+            if not self.connection.get_autocommit():
+                self._internal("ROLLBACK")
+            raise
+
     # --- a share ---
 
     def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool, final: bool = False,

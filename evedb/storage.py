@@ -198,13 +198,12 @@ def read_meta(connection: apsw.Connection, key: str, default=None):
     return rows[0][0] if rows else default
 
 
+META_UPSERT = (f"INSERT INTO {INTERNAL_PREFIX}meta(key, value) VALUES (?, ?) "
+               "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+
+
 def write_meta(connection: apsw.Connection, key: str, value) -> None:
-    connection.execute(
-        f"INSERT INTO {INTERNAL_PREFIX}meta(key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, value),
-        can_cache=False,
-    )
+    connection.execute(META_UPSERT, (key, value), can_cache=False)
 
 
 # --- Deterministic functions -------------------------------------------------------------
