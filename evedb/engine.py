@@ -43,7 +43,8 @@ import apsw
 from . import codec, merkle, storage
 from .access import EXCLUSIVE, Access, Catalog, analyze
 from .errors import InternalError, NotSupportedError
-from .executor import InlineExecutor, PlanResult, ProcessExecutor, WorkerDied
+from .executor import (LOCAL_READ_MAX_SECONDS, InlineExecutor, PlanResult, ProcessExecutor, WorkerDied,
+                       moving_average)
 from .messages import Batch, Reply, Request, RequestKind, StateData, StateRequest, StatementResult
 from .mixer import mix
 
@@ -63,7 +64,7 @@ class Outcome:
 # Reads that cost less than this each (µs, measured in this process) are not worth a round trip
 # to a worker process: a point read costs ~30 µs, the round trip ~100-200 µs (kv bench, r100:
 # one worker in process served 1.4-2.5x the reads/s of two in the pool).
-LOCAL_READ_MAX_US = 150.0
+LOCAL_READ_MAX_US = LOCAL_READ_MAX_SECONDS * 1e6
 
 
 @dataclass(slots=True)
@@ -115,10 +116,6 @@ def _perturb(result: PlanResult) -> None:
             wrong = StatementResult(first.columns, rows, first.rowcount + 1, first.lastrowid)
             result.replies[position] = Reply(reply.client_id, reply.request_id, (wrong,) + reply.results[1:])
             return
-
-
-def _moving_average(average: float | None, value: float, weight: float = 0.2) -> float:
-    return value if average is None else average + weight * (value - average)
 
 
 def _bytes16(value: int) -> bytes:
@@ -503,10 +500,10 @@ class ExecutionEngine:
                 result = self._executor.run(reads, [positions], [False] * len(requests))
             wall_us = (time.perf_counter() - started) * 1e6 / len(requests)
             if here:
-                self._local_read_us = _moving_average(self._local_read_us, wall_us)
+                self._local_read_us = moving_average(self._local_read_us, wall_us)
                 self.stats.local_read_requests += len(requests)
             else:
-                self._pool_read_us = _moving_average(self._pool_read_us, wall_us)
+                self._pool_read_us = moving_average(self._pool_read_us, wall_us)
             return list(result.replies)
 
     def _reads_run_here(self, count: int) -> bool:

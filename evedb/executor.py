@@ -131,16 +131,10 @@ class _ShareReplies:
         self._pending[request.client_id] = (request.request_id, codec.encode_reply(reply))
 
     def store(self) -> None:
-        if not self._pending:
-            return
-        worker = self._worker
-        worker.authorizer.internal_depth += 1
-        try:
-            worker.connection.executemany(
-                storage.INTERNAL_TAG + self._STORE,
+        if self._pending:
+            self._worker._internal_many(
+                self._STORE,
                 [(client_id, request_id, reply) for client_id, (request_id, reply) in self._pending.items()])
-        finally:
-            worker.authorizer.internal_depth -= 1
 
 
 class Worker:
@@ -167,6 +161,14 @@ class Worker:
         authorizer.internal_depth += 1
         try:
             return self.connection.execute(storage.INTERNAL_TAG + sql, bindings).fetchall()
+        finally:
+            authorizer.internal_depth -= 1
+
+    def _internal_many(self, sql: str, rows) -> None:
+        authorizer = self.authorizer
+        authorizer.internal_depth += 1
+        try:
+            self.connection.executemany(storage.INTERNAL_TAG + sql, rows)
         finally:
             authorizer.internal_depth -= 1
 
@@ -527,8 +529,13 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
 SHIP_HERE_SECONDS = 20e-6
 SHIP_THERE_SECONDS = 20e-6
 # A read estimated under this is cheap: it may stay in this process (the node's read path
-# uses the same bound, engine.LOCAL_READ_MAX_US).
+# uses the same bound: engine.LOCAL_READ_MAX_US).
 LOCAL_READ_MAX_SECONDS = 150e-6
+
+
+def moving_average(average: float | None, value: float, weight: float = 0.2) -> float:
+    """An exponentially weighted moving average; the first value starts it."""
+    return value if average is None else average + weight * (value - average)
 
 
 class RequestCosts:
@@ -565,8 +572,8 @@ class RequestCosts:
         known = self._by_shape.get(key)
         if known is None and len(self._by_shape) >= self.max_shapes:
             self._by_shape.clear()
-        self._by_shape[key] = seconds if known is None else known + self.weight * (seconds - known)
-        self._overall = seconds if self._overall is None else self._overall + 0.05 * (seconds - self._overall)
+        self._by_shape[key] = moving_average(known, seconds, self.weight)
+        self._overall = moving_average(self._overall, seconds, 0.05)
 
 
 def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads: list[float]) -> list[list[int]]:
@@ -789,7 +796,7 @@ class ProcessExecutor:
     def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
-        estimate = self.costs.estimate
+        estimates = [self.costs.estimate(request) for request in batch.requests]
 
         def message(share_positions, share_writes: bool, share_final: bool, start_delay_ms: float = 0.0):
             items = [[p, encoded[p]] for p in share_positions]
@@ -812,16 +819,15 @@ class ProcessExecutor:
                     slots.reverse()
                 for rank, slot in enumerate(slots):  # never final: the batch is several transactions
                     queues[slot].append(message(writer_shares[slot], True, False, rank * self.writer_stagger_ms))
-                    loads[slot] += sum(estimate(batch.requests[p]) for p in writer_shares[slot])
+                    loads[slot] += sum(estimates[p] for p in writer_shares[slot])
                 first_order = slots + [slot for slot in first_order if slot not in slots]
             elif write_positions and not local:
                 queues[0].append(message(write_positions, True, final and len(plan) == 1 and not read_positions))
-                loads[0] += sum(estimate(batch.requests[p]) for p in write_positions)
-            read_estimates = [estimate(batch.requests[p]) for p in read_positions]
+                loads[0] += sum(estimates[p] for p in write_positions)
+            read_estimates = [estimates[p] for p in read_positions]
             if local:
                 local_reads, read_shares = split_reads_with_local(
-                    read_positions, read_estimates, sum(estimate(batch.requests[p]) for p in write_positions),
-                    self.workers)
+                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers)
             else:
                 local_reads, read_shares = [], split_reads(read_positions, read_estimates, loads)
             for slot, share in enumerate(read_shares):
@@ -837,14 +843,12 @@ class ProcessExecutor:
                 # reads go first: once a final write share has run, the batch is committed.
                 share_final = final and len(plan) == 1 and not busy
                 try:
-                    if local_reads:
-                        local_shares.append(self.local_writer.run_share(
-                            batch.seq, batch.timestamp_ms, batch.seed,
-                            [(p, batch.requests[p]) for p in local_reads], False))
-                    if write_positions:
-                        local_shares.append(self.local_writer.run_share(
-                            batch.seq, batch.timestamp_ms, batch.seed,
-                            [(p, batch.requests[p]) for p in write_positions], True, share_final))
+                    for share_positions, share_writes in ((local_reads, False), (write_positions, True)):
+                        if share_positions:
+                            local_shares.append(self.local_writer.run_share(
+                                batch.seq, batch.timestamp_ms, batch.seed,
+                                [(p, batch.requests[p]) for p in share_positions], share_writes,
+                                share_final and share_writes))
                 except BaseException:
                     # Read every answer out of the pipes before the caller undoes the batch.
                     try:

@@ -7,6 +7,7 @@ rolls its batch back, which is itself under test).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -40,6 +41,22 @@ def make_database(path: str) -> None:
         connection.executemany("INSERT INTO pair VALUES (?, ?, ?)", [(i, "x", i * 2) for i in range(20)])
         connection.executemany("INSERT INTO note VALUES (?, ?)", [(f"n{i}", "body") for i in range(10)])
     connection.close()
+
+
+@contextlib.contextmanager
+def fresh_engine(tmp_path, name: str, **options):
+    """An engine over a new copy of SCHEMA's database, closed on the way out."""
+    path = str(tmp_path / name)
+    make_database(path)
+    engine = ExecutionEngine(path, **options)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def point_reads(count: int) -> list[Request]:
+    return [Request.statement("r", i, "SELECT balance FROM acct WHERE id = ?", (i,)) for i in range(1, count + 1)]
 
 
 def table_rows(engine: ExecutionEngine) -> dict:
@@ -369,11 +386,8 @@ def test_rollback_with_triggers_and_cascades_restores_exactly(tmp_path):
 
 
 def test_cheap_reads_run_in_process_and_costly_ones_in_the_pool_with_the_same_answers(tmp_path):
-    path = str(tmp_path / "reads.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2)
-    try:
-        reads = [Request.statement("r", i, "SELECT balance FROM acct WHERE id = ?", (i,)) for i in range(1, 4)]
+    with fresh_engine(tmp_path, "reads.db", workers=2) as engine:
+        reads = point_reads(3)
         lone = engine.execute_reads(reads[:1], 0)
         assert engine.stats.local_read_requests == 1  # one read: nothing to run in parallel
         assert engine._local_read_us is not None  # the lone read was measured
@@ -385,8 +399,6 @@ def test_cheap_reads_run_in_process_and_costly_ones_in_the_pool_with_the_same_an
         assert engine.stats.local_read_requests == 4 and engine.stats.read_requests == 7
         assert [r.results for r in here] == [r.results for r in pooled]
         assert lone[0].results == here[0].results and here[0].results[0].rows == ((100,),)
-    finally:
-        engine.close()
 
 
 def test_split_reads_deals_longest_first_to_the_least_loaded_worker():
@@ -448,10 +460,7 @@ def test_request_costs_learn_per_shape_and_stay_bounded():
 
 
 def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
-    path = str(tmp_path / "split.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2)
-    try:
+    with fresh_engine(tmp_path, "split.db", workers=2) as engine:
         point = "SELECT balance FROM acct WHERE id = ?"
         total = "SELECT sum(balance), count(*) FROM acct"
         requests = tuple(
@@ -465,8 +474,6 @@ def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
         skewed = engine.execute(Batch(2, 0, 1_700_000_000_001, 7, requests), commit=True)
         assert [r.results for r in skewed.replies] == [r.results for r in learnt.replies]
         assert skewed.state_root == learnt.state_root
-    finally:
-        engine.close()
 
 
 def test_reply_cache_answers_a_retry_in_the_same_share_and_refuses_an_older_request(tmp_path):
@@ -521,11 +528,8 @@ def test_reads_in_a_batch_leave_the_reply_cache_alone_in_parallel_and_in_sequenc
 
 
 def test_costly_reads_go_where_they_took_less_wall_time_per_read(tmp_path):
-    path = str(tmp_path / "reads.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2)
-    try:
-        reads = [Request.statement("r", i, "SELECT balance FROM acct WHERE id = ?", (i,)) for i in range(1, 4)]
+    with fresh_engine(tmp_path, "reads.db", workers=2) as engine:
+        reads = point_reads(3)
         engine.execute_reads(reads[:1], 0)  # one read runs here and is measured
         engine._local_read_us = 10_000.0  # costly here (timing-free test)
         engine.execute_reads(reads, 0)  # no pool measure yet: the pool runs it and is measured
@@ -536,5 +540,3 @@ def test_costly_reads_go_where_they_took_less_wall_time_per_read(tmp_path):
         engine._local_read_us, engine._pool_read_us = 10_000.0, 5_000.0  # the pool was faster
         engine.execute_reads(reads, 0)
         assert engine.stats.local_read_requests == 4  # so they ran in the pool
-    finally:
-        engine.close()

@@ -24,7 +24,7 @@ from evedb.engine import ExecutionEngine
 from evedb.errors import InternalError
 from evedb.executor import Worker
 from evedb.messages import Batch, Request
-from test_engine import full_root, make_database, table_rows
+from test_engine import fresh_engine, full_root, make_database, table_rows
 
 TS = 1_700_000_000_001
 
@@ -331,10 +331,8 @@ def dataclasses_replace(batch, marker):
 @pytest.mark.parametrize("fail_in", ["reads", "writes"])
 @pytest.mark.parametrize("commit", [True, False])
 def test_a_failing_local_share_leaves_nothing_and_the_pool_in_step(tmp_path, fail_in, commit):
-    path = str(tmp_path / "fail.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2, options=storage.StorageOptions(reply_cache=True))
-    try:
+    with fresh_engine(tmp_path, "fail.db", workers=2,
+                      options=storage.StorageOptions(reply_cache=True)) as engine:
         costs = engine._executor.costs
         costs._by_shape[POINT] = 1e-6
         costs._by_shape[BUMP] = 1e-6
@@ -369,8 +367,6 @@ def test_a_failing_local_share_leaves_nothing_and_the_pool_in_step(tmp_path, fai
         assert outcome.replies[0].results[0].rows == ((101,),)
         assert outcome.replies[1].results[0].rows == ((100,),)
         assert outcome.replies[2].results[0].rows == outcome.replies[3].results[0].rows == ((5001 * 10, 500),)
-    finally:
-        engine.close()
 
 
 # --- randomized: any executor, any split, same tokens ---------------------------------------
@@ -458,10 +454,8 @@ def test_random_batches_with_retries_same_everywhere(tmp_path, seed):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_plan_after_ddl_sees_the_new_schema(tmp_path, workers):
-    path = str(tmp_path / "ddl.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=workers, options=storage.StorageOptions(reply_cache=True))
-    try:
+    with fresh_engine(tmp_path, "ddl.db", workers=workers,
+                      options=storage.StorageOptions(reply_cache=True)) as engine:
         engine.execute(Batch(1, 0, TS, 7, (Request.statement("a", 1, "CREATE TABLE t2(id INTEGER PRIMARY KEY, v)"),)),
                        commit=True)
         batch = Batch(2, 0, TS, 8, tuple(
@@ -478,8 +472,6 @@ def test_plan_after_ddl_sees_the_new_schema(tmp_path, workers):
         )), commit=True)
         assert outcome.replies[2].results[0].rows == ((0, 1, 5), (1, 9, 9), (2, 2, 5), (3, 3, 5))
         assert engine.state_root() == full_root(engine)
-    finally:
-        engine.close()
 
 
 def test_version_checked_is_per_thread_and_nests(tmp_path):
@@ -520,10 +512,7 @@ def test_version_checked_is_per_thread_and_nests(tmp_path):
 @pytest.mark.parametrize("options", [dict(workers=2), dict(workers=2, local_writes=False),
                                      dict(workers=2, parallel_writers=True)])
 def test_big_requests_and_replies_do_not_deadlock(tmp_path, options):
-    path = str(tmp_path / "big.db")
-    make_database(path)
-    engine = ExecutionEngine(path, options=storage.StorageOptions(reply_cache=True), **options)
-    try:
+    with fresh_engine(tmp_path, "big.db", options=storage.StorageOptions(reply_cache=True), **options) as engine:
         blob = "x" * 300_000
         big_read = "SELECT ? || group_concat(code) FROM note"
         engine._executor.costs._by_shape[big_read] = 0.5
@@ -534,15 +523,10 @@ def test_big_requests_and_replies_do_not_deadlock(tmp_path, options):
         engine.commit(1)
         assert all(len(r.results[0].rows[0][0]) > 300_000 for r in outcome.replies[3:])
         assert engine.state_root() == full_root(engine)
-    finally:
-        engine.close()
 
 
 def test_version_checked_falls_back_to_per_statement_checks_when_the_schema_cannot_be_read(tmp_path):
-    path = str(tmp_path / "busy.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=1)
-    try:
+    with fresh_engine(tmp_path, "busy.db", workers=1) as engine:
         catalog = engine.catalog
         real = catalog._current_shapes
         calls = []
@@ -559,5 +543,3 @@ def test_version_checked_falls_back_to_per_statement_checks_when_the_schema_cann
         catalog._current_shapes = real
         outcome = engine.execute(Batch(1, 0, TS, 7, (Request.statement("r", 1, POINT, (3,)),)), commit=True)
         assert outcome.replies[0].results[0].rows == ((100,),)
-    finally:
-        engine.close()
