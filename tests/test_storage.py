@@ -5,6 +5,11 @@ These run client SQL through a real `Worker` on a real SQLite file, the way ever
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import apsw
 import pytest
 
@@ -201,3 +206,62 @@ def test_multiple_statements_in_one_execute_are_refused(worker):
     assert reply.error.kind == "ProgrammingError"
     assert "one statement" in reply.error.message
     assert rows(worker)[0][2] == 1.5
+
+
+def test_the_c_clock_vfs_is_used_where_it_was_built(tmp_path):
+    pytest.importorskip("evedb._clock", reason="the C clock VFS was not built here")
+    assert storage.clock_vfs_kind() == "c"
+    connection = storage.open_connection(str(tmp_path / "m.db"), storage.StorageOptions(mmap_mb=32))
+    # Only a VFS whose files are SQLite's own can map them: the Python VFS answers 0 here.
+    assert connection.execute("PRAGMA mmap_size").fetchall()[0][0] == 32 * 1024 * 1024
+
+
+def test_each_thread_sees_its_own_batch_time(tmp_path):
+    path = str(tmp_path / "c.db")
+    storage.open_connection(path).close()
+    barrier = threading.Barrier(2)
+    seen = {}
+
+    def reader(timestamp_ms):
+        connection = storage.open_connection(path)
+        storage.set_batch_timestamp(timestamp_ms)
+        try:
+            barrier.wait()  # both clocks are set before either thread reads
+            seen[timestamp_ms] = connection.execute("SELECT unixepoch('now', 'subsec')").fetchall()[0][0]
+        finally:
+            storage.set_batch_timestamp(None)
+
+    threads = [threading.Thread(target=reader, args=(ms,)) for ms in (1_600_000_000_250, 1_700_000_000_500)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {1_600_000_000_250: 1_600_000_000.25, 1_700_000_000_500: 1_700_000_000.5}
+
+
+def test_the_python_clock_vfs_gives_the_same_results(tmp_path):
+    """The fallback (no compiler at install, or EVEDB_CLOCK_VFS=python) keeps determinism."""
+    script = (
+        "import sys\n"
+        "from evedb import storage\n"
+        "from evedb.executor import Worker\n"
+        "from evedb.messages import Request\n"
+        "path = sys.argv[1]\n"
+        "storage.ensure_internal_tables(storage.open_connection(path))\n"
+        "worker = Worker(path, storage.StorageOptions())\n"
+        f"items = [(0, Request.statement('c', 0, {DETERMINISTIC_SQL!r}))]\n"
+        "share = worker.run_share(7, 1_700_000_000_123, 99, items, writes=False)\n"
+        "print(storage.clock_vfs_kind(), repr(share.replies[0][1].results[0].rows))\n"
+    )
+    outputs = {}
+    for kind in ("python", "default"):
+        environment = dict(os.environ)
+        environment.pop(storage.CLOCK_VFS_ENV, None)
+        if kind == "python":
+            environment[storage.CLOCK_VFS_ENV] = "python"
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{kind}.db")],
+                              env=environment, capture_output=True, text=True, timeout=60, check=True)
+        outputs[kind] = done.stdout.split(" ", 1)
+    assert outputs["python"][0] == "python"
+    assert outputs["python"][1] == outputs["default"][1]
+    assert "2023-11-14 22:13:20" in outputs["python"][1]
