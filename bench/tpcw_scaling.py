@@ -21,7 +21,9 @@ Rounds alternate parallel / sequential / CPU control (`common.interleave`), as i
 ratio, also over rounds whose control showed two free cores, and the mixer's parallel batches
 per batch; and per procedure, the median time of one call where it ran: in the sequential
 engine's one process, in a worker process of the parallel engine, or in its coordinator
-(cheap reads and writes), which shows what running side by side costs each call.
+(cheap reads and writes), which shows what running side by side costs each call.  Also the
+granularity ceiling: the speedup two workers would reach if every batch's calls, at the
+sequential engine's measured times, were dealt out ideally at no cost (a call is never split).
 
 Run: `python -m bench.tpcw_scaling [--mix browsing] [--items 10000 --ebs 10] [--rounds 60]`.
 """
@@ -149,6 +151,8 @@ class CallTimes:
 
     def __init__(self):
         self.seconds: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        # Per batch (seq), the sequential engine's time of each of its calls.
+        self.sequential_batches: dict[int, list[float]] = defaultdict(list)
 
     def observe(self, name: str, engine: ExecutionEngine) -> None:
         executor = engine._executor
@@ -167,12 +171,28 @@ class CallTimes:
         def timed_run(batch, plan, writes, final=False):
             local_positions.clear()
             result = run(batch, plan, writes, final)
+            if name == "sequential":
+                self.sequential_batches[batch.seq].extend(result.request_seconds.values())
             for position, seconds in result.request_seconds.items():
                 where = name if name == "sequential" else ("coordinator" if position in local_positions else "worker")
                 self.seconds[batch.requests[position].procedure][where].append(seconds)
             return result
 
         executor.run = timed_run
+
+    def granularity_ceiling(self, workers: int = 2) -> float | None:
+        """The speedup `workers` workers could reach if each batch's calls, at the sequential
+        engine's measured times, were dealt longest first with no conflicts, no barrier and no
+        cost of their own: total time over the sum of per-batch makespans.  One call cannot be
+        split, so a batch holding one long best-sellers call bounds what two workers gain."""
+        total = makespans = 0.0
+        for seconds in self.sequential_batches.values():
+            loads = [0.0] * workers
+            for value in sorted(seconds, reverse=True):
+                loads[loads.index(min(loads))] += value
+            total += sum(seconds)
+            makespans += max(loads)
+        return total / makespans if makespans else None
 
     def table(self) -> list[dict]:
         rows = []
@@ -217,6 +237,7 @@ def main(argv=None) -> int:
         finally:
             control.close()
     result["per_procedure"] = call_times.table()
+    result["granularity_ceiling"] = call_times.granularity_ceiling()
     result["recorded_root"] = recorded_root
     result["roots_equal"] = result["roots_equal"] and result["state_roots"]["parallel"] == recorded_root
     result["mix"] = arguments.mix
@@ -224,12 +245,13 @@ def main(argv=None) -> int:
     print(common.format_table(
         ("workload", "calls/batch", "parallel calls/s", "sequential calls/s", "ratio of medians",
          "median paired ratio", f"paired ratio, control >= {IDLE_CONTROL} (rounds)", "mixer rounds/batch",
-         "control 2p/1p", "state roots (both engines and the recorder)"),
+         "control 2p/1p", "ceiling: calls dealt ideally", "state roots (both engines and the recorder)"),
         [(result["workload"], result["batch_size"], result["median_parallel"], result["median_sequential"],
           result["ratio_of_medians"], result["median_paired_ratio"],
           "-" if result["median_paired_ratio_idle"] is None
           else f"{result['median_paired_ratio_idle']:.2f} ({result['idle_rounds']})",
           result["parallel_batches_per_batch"], result["median_control"],
+          "-" if result["granularity_ceiling"] is None else f"{result['granularity_ceiling']:.2f}",
           "equal" if result["roots_equal"] else "DIFFERENT")],
     ))
     total = sum(row["total_sequential_s"] for row in result["per_procedure"]) or 1.0

@@ -568,6 +568,27 @@ def test_admin_confirm(small):
 
 # --- 4. every procedure on the populated database -----------------------------------------
 
+def test_best_sellers_equals_the_reference_query(populated, tmp_path):
+    """The rewritten T8 gives the reference form's rows, in its order, for every subject, also
+    after orders placed through the procedures."""
+    path, _, _ = populated
+    conn = connect(copy_database(path, tmp_path / "bs.db"))
+    try:
+        for customer in (5, 6, 7):
+            sc_id = _cart(conn, customer, (10 + customer, 3), (300 + customer, 2))
+            call(conn, "tpcw_buy_confirm", sc_id, customer, "VISA", "1", "N", "2026-01-01", "AIR")
+        plain = apsw.Connection(str(tmp_path / "bs.db"))  # the same file, plain SQLite
+        nonempty = 0
+        for subject in SUBJECTS:
+            expected = plain.execute(P.BEST_SELLERS_REFERENCE_SQL,
+                                     (P.RECENT_ORDERS, subject, P.SEARCH_LIMIT)).fetchall()
+            assert call(conn, "tpcw_best_sellers", subject) == expected, subject
+            nonempty += bool(expected)
+        assert nonempty == len(SUBJECTS)
+    finally:
+        conn.close()
+
+
 def test_procedures_on_populated_database(populated, tmp_path):
     path, _, _ = populated
     conn = connect(copy_database(path, tmp_path / "run.db"))
