@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 
-from bench.tpcw_scaling import PROCEDURES, record_batches
+from bench.tpcw_scaling import PROCEDURES, CallTimes, record_batches
 from evedb.engine import ExecutionEngine
 from mixer_rules import load_rules
 from tpcw.populate import populate
@@ -39,3 +39,12 @@ def test_recorded_browsing_batches_replay_exactly_in_parallel_and_in_sequence(tm
     finally:
         parallel.close()
         sequential.close()
+
+
+def test_granularity_ceiling_deals_each_batch_longest_first():
+    times = CallTimes()
+    assert times.granularity_ceiling() is None
+    times.sequential_batches[1] = [4.0, 1.0, 1.0]  # one long call: makespan 4 of 6
+    assert times.granularity_ceiling() == 6.0 / 4.0
+    times.sequential_batches[2] = [3.0, 3.0, 2.0, 2.0]  # 5 and 5: makespan 5 of 10
+    assert times.granularity_ceiling() == 16.0 / 9.0
