@@ -21,6 +21,7 @@ Run: `python -m bench.page_cache [--items 10000 --ebs 10] [--rounds 4] [--calls 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--ebs", type=int, default=10)
     arguments.add_argument("--rounds", type=int, help="rounds, each kind once per round (default 4, 2 with --quick)")
     arguments.add_argument("--calls", type=int, default=30, help="calls per query per round")
-    arguments.add_argument("--child", help=__import__("argparse").SUPPRESS)
+    arguments.add_argument("--child", help=argparse.SUPPRESS)
     arguments = arguments.parse_args(argv)
     if arguments.child:
         print(json.dumps(measure_here(arguments.child, "python", arguments.calls)))

@@ -34,61 +34,59 @@ static __thread sqlite3_int64 batch_time_ms = 0;
 static sqlite3_vfs clock_vfs;
 static sqlite3_vfs *base_vfs = 0;
 
-#define BASE base_vfs
-
 static int clock_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out_flags) {
     (void)vfs;
-    return BASE->xOpen(BASE, name, file, flags, out_flags);
+    return base_vfs->xOpen(base_vfs, name, file, flags, out_flags);
 }
 
 static int clock_delete(sqlite3_vfs *vfs, const char *name, int sync_dir) {
     (void)vfs;
-    return BASE->xDelete(BASE, name, sync_dir);
+    return base_vfs->xDelete(base_vfs, name, sync_dir);
 }
 
 static int clock_access(sqlite3_vfs *vfs, const char *name, int flags, int *result) {
     (void)vfs;
-    return BASE->xAccess(BASE, name, flags, result);
+    return base_vfs->xAccess(base_vfs, name, flags, result);
 }
 
 static int clock_full_pathname(sqlite3_vfs *vfs, const char *name, int size, char *out) {
     (void)vfs;
-    return BASE->xFullPathname(BASE, name, size, out);
+    return base_vfs->xFullPathname(base_vfs, name, size, out);
 }
 
 static void *clock_dl_open(sqlite3_vfs *vfs, const char *name) {
     (void)vfs;
-    return BASE->xDlOpen(BASE, name);
+    return base_vfs->xDlOpen(base_vfs, name);
 }
 
 static void clock_dl_error(sqlite3_vfs *vfs, int size, char *message) {
     (void)vfs;
-    BASE->xDlError(BASE, size, message);
+    base_vfs->xDlError(base_vfs, size, message);
 }
 
 static void (*clock_dl_sym(sqlite3_vfs *vfs, void *handle, const char *symbol))(void) {
     (void)vfs;
-    return BASE->xDlSym(BASE, handle, symbol);
+    return base_vfs->xDlSym(base_vfs, handle, symbol);
 }
 
 static void clock_dl_close(sqlite3_vfs *vfs, void *handle) {
     (void)vfs;
-    BASE->xDlClose(BASE, handle);
+    base_vfs->xDlClose(base_vfs, handle);
 }
 
 static int clock_randomness(sqlite3_vfs *vfs, int size, char *out) {
     (void)vfs;
-    return BASE->xRandomness(BASE, size, out);
+    return base_vfs->xRandomness(base_vfs, size, out);
 }
 
 static int clock_sleep(sqlite3_vfs *vfs, int microseconds) {
     (void)vfs;
-    return BASE->xSleep(BASE, microseconds);
+    return base_vfs->xSleep(base_vfs, microseconds);
 }
 
 static int clock_get_last_error(sqlite3_vfs *vfs, int size, char *out) {
     (void)vfs;
-    return BASE->xGetLastError ? BASE->xGetLastError(BASE, size, out) : 0;
+    return base_vfs->xGetLastError ? base_vfs->xGetLastError(base_vfs, size, out) : 0;
 }
 
 static int clock_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *now) {
@@ -97,10 +95,10 @@ static int clock_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *now) {
         *now = batch_time_ms + UNIX_EPOCH_JULIAN_MS;
         return SQLITE_OK;
     }
-    if (BASE->iVersion >= 2 && BASE->xCurrentTimeInt64)
-        return BASE->xCurrentTimeInt64(BASE, now);
+    if (base_vfs->iVersion >= 2 && base_vfs->xCurrentTimeInt64)
+        return base_vfs->xCurrentTimeInt64(base_vfs, now);
     double julian_days = 0;
-    int rc = BASE->xCurrentTime(BASE, &julian_days);
+    int rc = base_vfs->xCurrentTime(base_vfs, &julian_days);
     *now = (sqlite3_int64)(julian_days * 86400000.0);
     return rc;
 }
@@ -114,17 +112,17 @@ static int clock_current_time(sqlite3_vfs *vfs, double *julian_days) {
 
 static int clock_set_system_call(sqlite3_vfs *vfs, const char *name, sqlite3_syscall_ptr call) {
     (void)vfs;
-    return BASE->xSetSystemCall(BASE, name, call);
+    return base_vfs->xSetSystemCall(base_vfs, name, call);
 }
 
 static sqlite3_syscall_ptr clock_get_system_call(sqlite3_vfs *vfs, const char *name) {
     (void)vfs;
-    return BASE->xGetSystemCall(BASE, name);
+    return base_vfs->xGetSystemCall(base_vfs, name);
 }
 
 static const char *clock_next_system_call(sqlite3_vfs *vfs, const char *name) {
     (void)vfs;
-    return BASE->xNextSystemCall(BASE, name);
+    return base_vfs->xNextSystemCall(base_vfs, name);
 }
 
 /* The SQLite extension's entry point: register the VFS (once; loading again is harmless). */

@@ -58,10 +58,14 @@ except ImportError:  # built without a C compiler or SQLite's headers: the Pytho
 
 
 def set_batch_timestamp(timestamp_ms: int | None) -> None:
-    """Fix the time SQLite sees on this thread (None: back to the real clock)."""
-    _batch_clock.timestamp_ms = timestamp_ms
-    if _c_clock is not None:
+    """Fix the time SQLite sees on this thread (None: back to the real clock), in the clock
+    VFS this process uses."""
+    if _clock_vfs is None:
+        _ensure_clock_vfs()
+    if _clock_vfs == "c":
         _c_clock.set_time(timestamp_ms)
+    else:
+        _batch_clock.timestamp_ms = timestamp_ms
 
 
 class _ClockVFS(apsw.VFS):

@@ -249,15 +249,24 @@ def _die_batch(marker, procedure="equiv_read_or_die"):
 
 
 def _sequential_reference(tmp_path, batch):
-    path = str(tmp_path / "reference.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=1, rules=_Rules(), options=storage.StorageOptions(reply_cache=True),
-                             procedure_modules=[MODULE])
-    try:
+    with fresh_engine(tmp_path, "reference.db", workers=1, rules=_Rules(), procedure_modules=[MODULE],
+                      options=storage.StorageOptions(reply_cache=True)) as engine:
         outcome = engine.execute(batch, commit=True)
         return outcome.token, [r.results or r.error for r in outcome.replies], table_rows(engine)
-    finally:
-        engine.close()
+
+
+def _assert_as_sequential(engine, outcome, reference) -> None:
+    """The batch's token, replies, rows and root are the sequential reference's."""
+    token, replies, rows = reference
+    assert outcome.token == token
+    assert [r.results or r.error for r in outcome.replies] == replies
+    assert table_rows(engine) == rows
+    assert engine.state_root() == full_root(engine)
+
+
+def _dying_engine(tmp_path, local_writes: bool):
+    return fresh_engine(tmp_path, "die.db", workers=2, rules=_Rules(), procedure_modules=[MODULE],
+                        options=storage.StorageOptions(reply_cache=True), local_writes=local_writes)
 
 
 @pytest.mark.parametrize("commit", [True, False])
@@ -265,30 +274,19 @@ def _sequential_reference(tmp_path, batch):
 def test_worker_dying_in_a_read_share_after_the_write_share_ran(tmp_path, commit, local_writes):
     marker = str(tmp_path / "died")
     reference = _sequential_reference(tmp_path, _die_batch(marker + ".ref"))
-    path = str(tmp_path / "die.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2, rules=_Rules(), options=storage.StorageOptions(reply_cache=True),
-                             procedure_modules=[MODULE], local_writes=local_writes)
-    try:
+    with _dying_engine(tmp_path, local_writes) as engine:
         # The procedure is costly and everything else cheap: it goes to a worker, and with
         # local writes the rest stays here.
-        costs = engine._executor.costs
-        costs._by_shape[("procedure", "equiv_read_or_die")] = 0.5
-        for sql in (POINT, TOTAL, BUMP):
-            costs._by_shape[sql] = 1e-6
+        engine._executor.costs._by_shape.update(
+            {("procedure", "equiv_read_or_die"): 0.5, POINT: 1e-6, TOTAL: 1e-6, BUMP: 1e-6})
         outcome = engine.execute(_die_batch(marker), commit=commit)
         assert os.path.exists(marker) and engine.stats.worker_restarts == 1
         if not commit:
             engine.commit(1)
-        assert outcome.token == reference[0]
-        assert [r.results or r.error for r in outcome.replies] == reference[1]
-        assert table_rows(engine) == reference[2]
-        assert engine.state_root() == full_root(engine)
+        _assert_as_sequential(engine, outcome, reference)
         again = engine.execute(Batch(2, 0, TS, 8, (Request.statement("q", 1, POINT, (1,)),
                                                    Request.statement("q2", 1, TOTAL))), commit=True)
         assert again.replies[0].results[0].rows == ((101,),)
-    finally:
-        engine.close()
 
 
 def test_worker_dying_between_its_write_share_and_its_queued_read_share(tmp_path):
@@ -299,29 +297,19 @@ def test_worker_dying_between_its_write_share_and_its_queued_read_share(tmp_path
         Request.statement("r2", 1, TOTAL),
         Request.statement("r3", 1, TOTAL),
     ))
-    reference = _sequential_reference(tmp_path, dataclasses_replace(batch, marker + ".ref"))
-    path = str(tmp_path / "die.db")
-    make_database(path)
-    engine = ExecutionEngine(path, workers=2, rules=_Rules(), options=storage.StorageOptions(reply_cache=True),
-                             procedure_modules=[MODULE], local_writes=False)
-    try:
-        costs = engine._executor.costs
-        costs._by_shape[("procedure", "equiv_bump_then_die_later")] = 1e-6
-        costs._by_shape[POINT] = 1e-6
-        costs._by_shape[TOTAL] = 0.5
+    reference = _sequential_reference(tmp_path, _with_marker(batch, marker + ".ref"))
+    with _dying_engine(tmp_path, local_writes=False) as engine:
+        engine._executor.costs._by_shape.update(
+            {("procedure", "equiv_bump_then_die_later"): 1e-6, POINT: 1e-6, TOTAL: 0.5})
         # worker 0: the write share, then (queued) a read share; worker 1 a read share.
         outcome = engine.execute(batch, commit=False)
         engine.commit(1)
         assert os.path.exists(marker)
-        assert outcome.token == reference[0]
-        assert [r.results or r.error for r in outcome.replies] == reference[1]
-        assert table_rows(engine) == reference[2]
-        assert engine.state_root() == full_root(engine)
-    finally:
-        engine.close()
+        _assert_as_sequential(engine, outcome, reference)
 
 
-def dataclasses_replace(batch, marker):
+def _with_marker(batch, marker):
+    """`batch` with its first request (a dying procedure) given another marker file."""
     first = batch.requests[0]
     return Batch(batch.seq, batch.view, batch.timestamp_ms, batch.seed,
                  (Request.call(first.client_id, first.request_id, first.procedure, (marker, os.getpid())),)
