@@ -13,7 +13,7 @@ Rules kept:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import msgpack
 
@@ -105,13 +105,15 @@ def request_from_plain(plain) -> Request:
 
 
 def reply_to_plain(reply: Reply) -> list:
+    # Rows stay tuples: msgpack writes a tuple and a list as the same array, and copying every
+    # row was most of what encoding a query's reply cost.
     return [
         reply.client_id,
         reply.request_id,
         [
             [
-                [[column.name, column.decltype] for column in result.columns],
-                [list(row) for row in result.rows],
+                [(column.name, column.decltype) for column in result.columns],
+                result.rows,
                 result.rowcount,
                 result.lastrowid,
             ]
@@ -139,8 +141,15 @@ def reply_from_plain(plain) -> Reply:
 
 
 def encode_reply(reply: Reply) -> bytes:
-    """The canonical bytes of a reply: what the token's reply hash covers."""
+    """The canonical bytes of a reply."""
     return pack(reply_to_plain(reply))
+
+
+def encode_replies(replies: Sequence[Reply]) -> bytes:
+    """The canonical bytes of a batch's replies in batch order, one msgpack array of every
+    reply's encoding: what the token's reply hash covers.  (One pack call for the batch, not
+    one per reply with a length before each: msgpack's arrays delimit themselves.)"""
+    return pack([reply_to_plain(reply) for reply in replies])
 
 
 # --- Batch --------------------------------------------------------------------------------

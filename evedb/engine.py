@@ -345,7 +345,7 @@ class ExecutionEngine:
         result = self.sequential_executor.run(batch, [list(range(len(batch.requests)))], writes)
         try:
             self.tree.apply_deltas(result.page_deltas)
-            replies_digest = merkle.replies_hash(codec.encode_reply(reply) for reply in result.replies)
+            replies_digest = merkle.replies_hash(codec.encode_replies(result.replies))
             token = merkle.token(batch.seq, batch.view, self.tree.root(), replies_digest)
         finally:
             self.tree.apply_deltas({page: -delta % merkle.HASH_MODULUS for page, delta in result.page_deltas.items()})
@@ -379,7 +379,7 @@ class ExecutionEngine:
         else:
             self._uncommitted[batch.seq] = (result.page_deltas, result.schema_changed)
         root = self.tree.root()
-        replies_digest = merkle.replies_hash(codec.encode_reply(reply) for reply in result.replies)
+        replies_digest = merkle.replies_hash(codec.encode_replies(result.replies))
         self.stats.batches += 1
         self.stats.requests += len(batch.requests)
         self.stats.parallel_batches += parallel_batches

@@ -137,6 +137,20 @@ class _ShareReplies:
                 [(client_id, request_id, reply) for client_id, (request_id, reply) in self._pending.items()])
 
 
+_c_row_reads: bool | None = None
+
+
+def _c_row_reads_available() -> bool:
+    """Whether evedb/_rowhash.c can read rows in this process (loaded as a SQLite extension
+    once; a race between two threads only loads it twice)."""
+    global _c_row_reads
+    if _c_row_reads is None:
+        native = merkle.native
+        _c_row_reads = native is not None and storage.load_private_extension(native.__file__,
+                                                                              "sqlite3_evedbrowhash_init")
+    return _c_row_reads
+
+
 class Worker:
     """One SQLite connection that runs shares.  Used in-process or inside a worker process."""
 
@@ -149,6 +163,9 @@ class Worker:
         self._shapes_checked = False
         self._current_seq = 0
         self._shape_version = -1
+        # The C page deltas read partial UPDATEs' rows through this connection's sqlite3
+        # pointer, with the routines of apsw's SQLite (evedb/_rowhash.c); 0: Python reads them.
+        self._connection_pointer = self.connection.sqlite3pointer() if _c_row_reads_available() else 0
 
     def close(self) -> None:
         self.connection.close()
@@ -428,15 +445,28 @@ class Worker:
         An UPDATE's change holds the key and the changed columns' old and new values only, so
         the unchanged columns are read from the row as it is now; when every column changed
         (kv-like tables), the change alone has both rows and nothing is read.  Per changed row
-        this is the hot part of a write batch's token: one page lookup and one dict update,
-        whatever the operation (an UPDATE's old and new row share a key, hence a page).
-        Runs inside `internal()`; only reads of user tables may be cached.
+        this is the hot part of a write batch's token, so evedb/_rowhash.c does it when built:
+        it returns the deltas of every change it could hash and the partial UPDATEs, which are
+        completed here.  Runs inside `internal()`; only reads of user tables may be cached.
         """
+        native = merkle.native
+        if native is None:
+            return self.page_deltas_python(changeset)
+        deltas, partial_updates = native.changeset_deltas(changeset, apsw.no_change, self._connection_pointer,
+                                                          self._row_select)
+        row_selects: dict[str, str] = {}
+        for table, indexes, old in partial_updates:
+            self._add_partial_update(deltas, row_selects, table, indexes, old)
+        return deltas
+
+    def page_deltas_python(self, changeset: bytes) -> dict:
+        """`page_deltas` in Python only: the fallback, and the reference the C path is tested
+        against.  One page lookup and one dict update per changed row, whatever the operation
+        (an UPDATE's old and new row share a key, hence a page)."""
         deltas: dict = {}
         get = deltas.get
-        row_hash, page_of, modulus = merkle.row_hash, merkle.page_of, merkle.HASH_MODULUS
+        row_hash, page_of, modulus = merkle.row_hash_python, merkle.page_of, merkle.HASH_MODULUS
         no_change = apsw.no_change
-        execute = self.connection.execute
         key_indexes: dict[str, tuple[int, ...]] = {}
         row_selects: dict[str, str] = {}
         for change in apsw.Changeset.iter(changeset):
@@ -455,20 +485,29 @@ class Worker:
                 delta = -row_hash(table, row)
             else:
                 old = change.old
-                key = tuple([old[i] for i in indexes])
                 if no_change in old:
-                    select = row_selects.get(table)
-                    if select is None:
-                        select = row_selects[table] = self._row_select(table)
-                    new_row = execute(select, key).fetchall()[0]
-                    old_row = tuple([n if o is no_change else o for o, n in zip(old, new_row)])
-                else:
-                    old_row = old
-                    new_row = tuple([o if n is no_change else n for o, n in zip(old, change.new)])
-                delta = row_hash(table, new_row) - row_hash(table, old_row)
+                    self._add_partial_update(deltas, row_selects, table, indexes, old)
+                    continue
+                key = tuple([old[i] for i in indexes])
+                new_row = tuple([o if n is no_change else n for o, n in zip(old, change.new)])
+                delta = row_hash(table, new_row) - row_hash(table, old)
             page = (table, page_of(key))
             deltas[page] = (get(page, 0) + delta) % modulus
         return deltas
+
+    def _add_partial_update(self, deltas: dict, row_selects: dict, table: str, indexes, old) -> None:
+        """An UPDATE whose change lacks the columns it left alone: they are read from the row
+        as the open transaction sees it (the new row), and the old row is that with the
+        changed columns' old values."""
+        key = tuple([old[i] for i in indexes])
+        select = row_selects.get(table)
+        if select is None:
+            select = row_selects[table] = self._row_select(table)
+        new_row = self.connection.execute(select, key).fetchall()[0]
+        old_row = tuple([n if o is apsw.no_change else o for o, n in zip(old, new_row)])
+        page = (table, merkle.page_of(key))
+        delta = merkle.row_hash(table, new_row) - merkle.row_hash(table, old_row)
+        deltas[page] = (deltas.get(page, 0) + delta) % merkle.HASH_MODULUS
 
     def _row_select(self, table: str) -> str:
         """The SELECT of one full row by key.  A user table's read may use the statement cache as

@@ -24,6 +24,11 @@ How it works:
   schema hash and the (table, root) pairs in name order; the reply cache is one of the tables.
   Comparing two trees descends table -> chunk -> page where the sums differ.
 
+The same hashes are computed in C by evedb/_rowhash.c when it was built (`native`): the
+page deltas of a whole changeset in one call, and `row_hash`.  This module stays the
+definition and the fallback; tests hold the two to the same bytes and the same deltas.  Set
+EVEDB_ROW_HASH=python to use the Python code only.
+
 Rules kept: pure (no I/O, clocks, randomness, threads); every ordering is explicit.
 """
 
@@ -32,8 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+import os
+
 import msgpack
 import xxhash
+import xxhash._xxhash
 
 HASH_MODULUS = 1 << 128
 ROWS_PER_PAGE = 64
@@ -55,6 +63,33 @@ def _bytes(value: int) -> bytes:
 
 def row_hash(table: str, row: tuple) -> int:
     return xxhash.xxh3_128_intdigest(_pack((table, row)))
+
+
+row_hash_python = row_hash
+ROW_HASH_ENV = "EVEDB_ROW_HASH"
+
+
+def _bind_native():
+    """evedb._rowhash bound to the xxh3 functions of the xxhash module's own library, or None
+    (not built, asked not to, or that library does not export them)."""
+    if os.environ.get(ROW_HASH_ENV) == "python":
+        return None
+    try:
+        from . import _rowhash
+        _rowhash.configure(xxhash._xxhash.__file__, ROWS_PER_PAGE, HASH_BUCKETS)
+    except (ImportError, OSError):
+        return None
+    return _rowhash
+
+
+native = _bind_native()
+if native is not None:
+    row_hash = native.row_hash  # noqa: F811 (same function, in C; takes a tuple)
+
+
+def row_hash_kind() -> str:
+    """"c" when rows are hashed by evedb/_rowhash.c, "python" otherwise."""
+    return "python" if native is None else "c"
 
 
 def page_of(key: tuple) -> int:
@@ -187,12 +222,9 @@ def differing_pages(source: MerkleTree, target: MerkleTree) -> list[tuple[str, i
     return result
 
 
-def replies_hash(encoded_replies: Iterable[bytes]) -> int:
-    hasher = xxhash.xxh3_128()
-    for encoded in encoded_replies:
-        hasher.update(len(encoded).to_bytes(8, "little"))
-        hasher.update(encoded)
-    return hasher.intdigest()
+def replies_hash(encoded_replies: bytes) -> int:
+    """xxh3-128 of a batch's replies, encoded together (codec.encode_replies)."""
+    return xxhash.xxh3_128_intdigest(encoded_replies)
 
 
 def token(seq: int, view: int, state_root: int, replies_digest: int) -> int:

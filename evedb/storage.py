@@ -123,20 +123,26 @@ _clock_vfs: _ClockVFS | str | None = None
 _clock_lock = threading.Lock()
 
 
-def _load_c_clock_vfs() -> bool:
-    """Register the C clock VFS (evedb/_clock.c) in this process; False if it is unavailable.
-    The extension is loaded into a private in-memory connection and stays for the process:
-    client connections never have extension loading enabled."""
-    if _c_clock is None:
-        return False
+def load_private_extension(library: str, entry_point: str) -> bool:
+    """Load one of evedb's own SQLite extensions into this process; False if it failed.
+    It is loaded into a private in-memory connection and stays for the process (its entry
+    point answers SQLITE_OK_LOAD_PERMANENTLY): client connections never have extension
+    loading enabled."""
     loader = apsw.Connection(":memory:")
     try:
         loader.enable_load_extension(True)
-        loader.load_extension(_c_clock.__file__, "sqlite3_evedbclock_init")
+        loader.load_extension(library, entry_point)
     except apsw.Error:
         return False
     finally:
         loader.close()
+    return True
+
+
+def _load_c_clock_vfs() -> bool:
+    """Register the C clock VFS (evedb/_clock.c) in this process; False if it is unavailable."""
+    if _c_clock is None or not load_private_extension(_c_clock.__file__, "sqlite3_evedbclock_init"):
+        return False
     return CLOCK_VFS_NAME in apsw.vfs_names()
 
 

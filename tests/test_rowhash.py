@@ -1,0 +1,256 @@
+"""The row hashing in C (evedb/_rowhash.c) against its definition in evedb/merkle.py.
+
+The C code must give the very same row hashes and page deltas, since replicas built with and
+without it must agree on every token; and it reads changesets, so a damaged one must raise,
+never crash the process.
+"""
+
+from __future__ import annotations
+
+import apsw
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evedb import merkle, storage
+from evedb.engine import ExecutionEngine
+from evedb.executor import Worker
+from evedb.messages import Batch, Request
+
+native = pytest.importorskip("evedb._rowhash", reason="the C row hashing was not built here")
+
+sqlite_integers = st.integers(-(2**63), 2**63 - 1)
+# Around every boundary of msgpack's integer forms.
+boundary_integers = st.sampled_from([
+    0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1,
+    -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63),
+])
+sized_text = st.sampled_from([0, 31, 32, 255, 256, 65535, 65536]).map(lambda n: "é" * (n // 2) + "x" * (n % 2))
+sqlite_values = st.one_of(
+    st.none(),
+    sqlite_integers,
+    boundary_integers,
+    st.floats(allow_nan=False),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    sized_text,
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"\x00" * 256, b"b" * 65536]),
+)
+
+
+def test_the_c_row_hashing_is_used_where_it_was_built():
+    assert merkle.row_hash_kind() == "c"
+    assert merkle.row_hash is not merkle.row_hash_python
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.lists(sqlite_values, max_size=20))
+def test_row_hash_is_byte_for_byte_the_definition(table, values):
+    row = tuple(values)
+    assert merkle.row_hash(table, row) == merkle.row_hash_python(table, row)
+
+
+def test_row_hash_refuses_what_sqlite_cannot_hold():
+    with pytest.raises(OverflowError):
+        merkle.row_hash("t", (2**64,))
+    with pytest.raises(TypeError):
+        merkle.row_hash("t", ([1],))
+
+
+TABLES = (
+    "CREATE TABLE rowid_t(id INTEGER PRIMARY KEY, t TEXT, r REAL, b BLOB, n)",
+    "CREATE TABLE text_key(k TEXT PRIMARY KEY, v INTEGER, w)",
+    # The key's declared order (y, x) differs from column order: pages follow column order.
+    "CREATE TABLE pair_key(x INTEGER, y TEXT, z, PRIMARY KEY (y, x)) WITHOUT ROWID",
+    "CREATE TABLE kv(k INTEGER PRIMARY KEY, v)",
+)
+small_keys = st.integers(-200, 200)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert_rowid"), small_keys, sqlite_values, sqlite_values, sqlite_values, sqlite_values),
+        st.tuples(st.just("update_some"), small_keys, sqlite_values),
+        st.tuples(st.just("update_all"), small_keys, sqlite_values, sqlite_values, sqlite_values, sqlite_values),
+        st.tuples(st.just("move_key"), small_keys, small_keys),
+        st.tuples(st.just("delete"), small_keys),
+        st.tuples(st.just("insert_text"), st.text(max_size=5), sqlite_values, sqlite_values),
+        st.tuples(st.just("update_text"), st.text(max_size=5), sqlite_values),
+        st.tuples(st.just("insert_pair"), small_keys, st.text(max_size=3), sqlite_values),
+        st.tuples(st.just("update_pair"), small_keys, sqlite_values),
+        st.tuples(st.just("kv"), small_keys, sqlite_values),
+    ),
+    max_size=40,
+)
+
+
+def _apply(connection, operation) -> None:
+    kind, *args = operation
+    statements = {
+        "insert_rowid": "INSERT OR REPLACE INTO rowid_t VALUES (?, ?, ?, ?, ?)",
+        "update_some": "UPDATE rowid_t SET r = ? WHERE id = ?",
+        "update_all": "UPDATE rowid_t SET t = ?, r = ?, b = ?, n = ? WHERE id = ?",
+        "move_key": "UPDATE OR REPLACE rowid_t SET id = ? WHERE id = ?",
+        "delete": "DELETE FROM rowid_t WHERE id = ?",
+        "insert_text": "INSERT OR REPLACE INTO text_key VALUES (?, ?, ?)",
+        "update_text": "UPDATE text_key SET w = ? WHERE k = ?",
+        "insert_pair": "INSERT OR REPLACE INTO pair_key VALUES (?, ?, ?)",
+        "update_pair": "UPDATE pair_key SET z = ? WHERE x = ?",
+        "kv": "INSERT OR REPLACE INTO kv VALUES (?, ?)",
+    }
+    if kind in ("update_some", "update_text", "update_pair"):
+        args = [args[1], args[0]]
+    elif kind == "update_all":
+        args = [*args[1:], args[0]]
+    elif kind == "move_key":
+        args = [args[1], args[0]]
+    connection.execute(statements[kind], args)
+
+
+@pytest.fixture(scope="module")
+def seeded_database(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("rowhash") / "seed.db")
+    connection = storage.open_connection(path)
+    storage.ensure_internal_tables(connection)
+    for create in TABLES:
+        connection.execute(create)
+    with connection:
+        for i in range(-100, 100, 3):
+            connection.execute("INSERT INTO rowid_t VALUES (?, ?, ?, ?, ?)", (i, f"t{i}", i / 3, bytes([i % 256]), None))
+            connection.execute("INSERT INTO kv VALUES (?, ?)", (i, f"v{i}"))
+            connection.execute("INSERT INTO pair_key VALUES (?, ?, ?)", (i, f"{i % 4}", i * 1.5))
+            connection.execute("INSERT INTO text_key VALUES (?, ?, ?)", (f"k{i}", i, None))
+    connection.close()
+    with open(path, "rb") as seeded:
+        return seeded.read()
+
+
+def _deltas_both_ways(directory, seeded_database, ops):
+    """Runs `ops` in one transaction of a real Worker and returns the changeset's page deltas
+    computed in C and in Python, and the C path's partial UPDATEs."""
+    path = directory / "changes.db"
+    for leftover in (path, directory / "changes.db-wal", directory / "changes.db-shm"):
+        leftover.unlink(missing_ok=True)
+    path.write_bytes(seeded_database)
+    worker = Worker(str(path), storage.StorageOptions())
+    try:
+        connection = worker.connection
+        with worker.authorizer.internal():
+            connection.execute("BEGIN")
+            session = apsw.Session(connection, "main")
+            session.attach()
+            for operation in ops:
+                try:
+                    _apply(connection, operation)
+                except apsw.ConstraintError:
+                    pass
+            changeset = session.changeset()
+            session.close()
+            _, partial = native.changeset_deltas(changeset, apsw.no_change)
+            # Given the connection, the C code reads those rows itself and hands none back.
+            _, left_over = native.changeset_deltas(changeset, apsw.no_change, connection.sqlite3pointer(),
+                                                   worker._row_select)
+            assert left_over == []
+            in_c = worker.page_deltas(changeset)
+            in_python = worker.page_deltas_python(changeset)
+            connection.execute("ROLLBACK")
+        return in_c, in_python, partial
+    finally:
+        worker.close()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_changeset_deltas_equal_the_python_deltas(tmp_path, seeded_database, ops):
+    in_c, in_python, _ = _deltas_both_ways(tmp_path, seeded_database, ops)
+    assert in_c == in_python
+
+
+def test_every_kind_of_change_is_covered(tmp_path, seeded_database):
+    ops = [("insert_rowid", 500, "a", 1.5, b"b", None), ("update_some", -100, 2.0),
+           ("update_all", -97, "t", 0.5, b"", 7), ("move_key", -94, 900), ("delete", -91),
+           ("insert_text", "new", 1, 2), ("update_text", "k-100", "w"), ("insert_pair", 1000, "q", 1),
+           ("update_pair", -100, "z"), ("kv", -100, "changed"), ("kv", 5000, "inserted")]
+    in_c, in_python, partial = _deltas_both_ways(tmp_path, seeded_database, ops)
+    assert in_c == in_python
+    tables = {table for table, _ in in_c}
+    assert tables == {"rowid_t", "text_key", "pair_key", "kv"}
+    # rowid_t's r and text_key's w alone changed: completed by a read.  pair_key's z is its
+    # one column outside the key, so that change carries both rows whole.
+    assert {table for table, _, _ in partial} == {"rowid_t", "text_key"}
+    assert any(page % 2 for table, page in in_c if table == "pair_key")  # a hash page
+    assert any(page < 0 for table, page in in_c if table == "rowid_t")  # negative keys floor
+
+
+@pytest.fixture(scope="module")
+def real_changeset(tmp_path_factory) -> bytes:
+    connection = apsw.Connection(str(tmp_path_factory.mktemp("changeset") / "t.db"))
+    connection.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, w REAL, b BLOB)")
+    connection.execute("CREATE TABLE u(a TEXT, c INTEGER, PRIMARY KEY (a, c)) WITHOUT ROWID")
+    connection.execute("INSERT INTO t VALUES (1, 'a', 1.0, x'00'), (2, 'b', 2.0, NULL)")
+    session = apsw.Session(connection, "main")
+    session.attach()
+    connection.execute("UPDATE t SET v = 'c' WHERE id = 1; INSERT INTO t VALUES (3, 'xyz', 3.5, x'0102');"
+                       "DELETE FROM t WHERE id = 2; INSERT INTO u VALUES ('k', -5), ('l', 70000)")
+    return session.changeset()
+
+
+def test_every_truncation_of_a_real_changeset_raises_or_reads_a_prefix(real_changeset):
+    changeset = real_changeset
+    deltas, partial = native.changeset_deltas(changeset, apsw.no_change)
+    assert partial and len(deltas) == 3  # t's pages 0, u's two hash pages (or one, shared)
+    for cut in range(len(changeset)):
+        try:
+            native.changeset_deltas(changeset[:cut], apsw.no_change)
+        except ValueError as error:
+            assert "malformed changeset" in str(error)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4), st.binary(max_size=40))
+def test_a_damaged_changeset_raises_and_never_crashes(real_changeset, damage, garbage):
+    changeset = bytearray(real_changeset)
+    for position, value in damage:
+        changeset[position % len(changeset)] = value
+    for candidate in (bytes(changeset), bytes(changeset) + garbage, garbage):
+        try:
+            native.changeset_deltas(candidate, apsw.no_change)
+        except UnicodeDecodeError:
+            pass  # a damaged table name or text value
+        except ValueError as error:
+            assert "malformed changeset" in str(error) or "absent" in str(error)
+
+
+def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, monkeypatch):
+    requests = (
+        Request.statement("a", 1, "CREATE TABLE acct(id INTEGER PRIMARY KEY, owner TEXT, balance REAL, note BLOB)"),
+        Request.statement("a", 2, "CREATE TABLE tag(name TEXT PRIMARY KEY, uses INTEGER)"),
+    )
+    writes = tuple(
+        Request.statement("b", i, sql, params)
+        for i, (sql, params) in enumerate([
+            ("INSERT INTO acct VALUES (?, ?, ?, ?)", (n, f"owner{n}", n * 2.5, bytes([n]))) for n in range(1, 200)
+        ] + [
+            ("UPDATE acct SET balance = balance + 1 WHERE id = ?", (n,)) for n in range(1, 200, 7)
+        ] + [
+            ("INSERT INTO tag VALUES (?, ?)", (f"t{n}", n)) for n in range(50)
+        ] + [
+            ("DELETE FROM acct WHERE id = ?", (n,)) for n in range(3, 200, 11)
+        ], start=1)
+    )
+    roots = {}
+    for kind in ("c", "python"):
+        if kind == "python":
+            monkeypatch.setattr(merkle, "native", None)
+            monkeypatch.setattr(merkle, "row_hash", merkle.row_hash_python)
+        path = str(tmp_path / f"{kind}.db")
+        engine = ExecutionEngine(path, workers=1)
+        try:
+            engine.execute(Batch(1, 0, 1_700_000_000_000, 1, requests), commit=True)
+            outcome = engine.execute(Batch(2, 0, 1_700_000_000_000, 1, writes), commit=True)
+            assert all(reply.ok for reply in outcome.replies)
+            incremental = engine.state_root()
+            engine.full_build()
+            roots[kind] = (incremental, engine.state_root(), outcome.token)
+        finally:
+            engine.close()
+    assert roots["c"] == roots["python"]
+    assert roots["c"][0] == roots["c"][1]
