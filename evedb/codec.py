@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import msgpack
 
+from . import merkle
 from .messages import (
     Batch,
     Column,
@@ -145,11 +146,27 @@ def encode_reply(reply: Reply) -> bytes:
     return pack(reply_to_plain(reply))
 
 
-def encode_replies(replies: Sequence[Reply]) -> bytes:
+def encode_replies_python(replies: Sequence[Reply]) -> bytes:
     """The canonical bytes of a batch's replies in batch order, one msgpack array of every
     reply's encoding: what the token's reply hash covers.  (One pack call for the batch, not
     one per reply with a length before each: msgpack's arrays delimit themselves.)"""
     return pack([reply_to_plain(reply) for reply in replies])
+
+
+def encode_replies(replies: Sequence[Reply]) -> bytes:
+    """`encode_replies_python`, in C when evedb/_tokenhash.c was built (the same bytes; a
+    value the C encoder does not write sends the batch back here)."""
+    if _native_encode is not None:
+        try:
+            return _native_encode(replies)
+        except _NotEncodable:
+            pass
+    return encode_replies_python(replies)
+
+
+# merkle.py decides whether the C code is used (built, and EVEDB_TOKEN_HASH not "python").
+_native_encode, _NotEncodable = ((None, None) if merkle.native is None
+                                 else (merkle.native.encode_replies, merkle.native.NotEncodable))
 
 
 # --- Batch --------------------------------------------------------------------------------

@@ -141,13 +141,13 @@ _c_row_reads: bool | None = None
 
 
 def _c_row_reads_available() -> bool:
-    """Whether evedb/_rowhash.c can read rows in this process (loaded as a SQLite extension
+    """Whether evedb/_tokenhash.c can read rows in this process (loaded as a SQLite extension
     once; a race between two threads only loads it twice)."""
     global _c_row_reads
     if _c_row_reads is None:
         native = merkle.native
         _c_row_reads = native is not None and storage.load_private_extension(native.__file__,
-                                                                              "sqlite3_evedbrowhash_init")
+                                                                              "sqlite3_evedbtokenhash_init")
     return _c_row_reads
 
 
@@ -163,11 +163,14 @@ class Worker:
         self._shapes_checked = False
         self._current_seq = 0
         self._shape_version = -1
-        # The C page deltas read partial UPDATEs' rows through this connection's sqlite3
-        # pointer, with the routines of apsw's SQLite (evedb/_rowhash.c); 0: Python reads them.
-        self._connection_pointer = self.connection.sqlite3pointer() if _c_row_reads_available() else 0
+        # The C page deltas read partial UPDATEs' rows through this connection, with the
+        # routines of apsw's SQLite (evedb/_tokenhash.c); None: Python reads them.
+        self._row_reader = (merkle.native.RowReader(self.connection, self._row_select)
+                            if merkle.native is not None and _c_row_reads_available() else None)
 
     def close(self) -> None:
+        if self._row_reader is not None:
+            self._row_reader.close()  # its prepared statements go before the connection
         self.connection.close()
 
     # --- internal SQL: cached under a secret tag, so never reused for a client (storage.py) ---
@@ -445,15 +448,14 @@ class Worker:
         An UPDATE's change holds the key and the changed columns' old and new values only, so
         the unchanged columns are read from the row as it is now; when every column changed
         (kv-like tables), the change alone has both rows and nothing is read.  Per changed row
-        this is the hot part of a write batch's token, so evedb/_rowhash.c does it when built:
+        this is the hot part of a write batch's token, so evedb/_tokenhash.c does it when built:
         it returns the deltas of every change it could hash and the partial UPDATEs, which are
         completed here.  Runs inside `internal()`; only reads of user tables may be cached.
         """
         native = merkle.native
         if native is None:
             return self.page_deltas_python(changeset)
-        deltas, partial_updates = native.changeset_deltas(changeset, apsw.no_change, self._connection_pointer,
-                                                          self._row_select)
+        deltas, partial_updates = native.changeset_deltas(changeset, apsw.no_change, self._row_reader)
         row_selects: dict[str, str] = {}
         for table, indexes, old in partial_updates:
             self._add_partial_update(deltas, row_selects, table, indexes, old)

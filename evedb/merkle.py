@@ -25,10 +25,10 @@ How it works:
   schema hash and the (table, root) pairs in name order; the reply cache is one of the tables.
   Comparing two trees descends table -> chunk -> page where the sums differ.
 
-The same hashes are computed in C by evedb/_rowhash.c when it was built (`native`): the
-page deltas of a whole changeset in one call, and `row_hash`.  This module stays the
+The same hashes are computed in C by evedb/_tokenhash.c when it was built (`native`): the
+page deltas of a whole changeset in one call, `row_hash`, and the replies' bytes (codec.py).  This module stays the
 definition and the fallback; tests hold the two to the same bytes and the same deltas.  Set
-EVEDB_ROW_HASH=python to use the Python code only.
+EVEDB_TOKEN_HASH=python to use the Python code only.
 
 Rules kept: pure (no I/O, clocks, randomness, threads); every ordering is explicit.
 """
@@ -67,20 +67,20 @@ def row_hash(table: str, row: tuple) -> int:
 
 
 row_hash_python = row_hash
-ROW_HASH_ENV = "EVEDB_ROW_HASH"
+TOKEN_HASH_ENV = "EVEDB_TOKEN_HASH"
 
 
 def _bind_native():
-    """evedb._rowhash bound to the xxh3 functions of the xxhash module's own library, or None
+    """evedb._tokenhash bound to the xxh3 functions of the xxhash module's own library, or None
     (not built, asked not to, or that library does not export them)."""
-    if os.environ.get(ROW_HASH_ENV) == "python":
+    if os.environ.get(TOKEN_HASH_ENV) == "python":
         return None
     try:
-        from . import _rowhash
-        _rowhash.configure(xxhash._xxhash.__file__, ROWS_PER_PAGE, HASH_BUCKETS)
+        from . import _tokenhash
+        _tokenhash.configure(xxhash._xxhash.__file__, ROWS_PER_PAGE, HASH_BUCKETS)
     except (ImportError, OSError):
         return None
-    return _rowhash
+    return _tokenhash
 
 
 native = _bind_native()
@@ -89,7 +89,7 @@ if native is not None:
 
 
 def row_hash_kind() -> str:
-    """"c" when rows are hashed by evedb/_rowhash.c, "python" otherwise."""
+    """"c" when rows are hashed by evedb/_tokenhash.c, "python" otherwise."""
     return "python" if native is None else "c"
 
 
@@ -171,6 +171,12 @@ class MerkleTree:
             self._tables.setdefault(name, _TableTree())
 
     def apply_deltas(self, deltas: Mapping[tuple[str, int], int]) -> None:
+        if native is not None and type(deltas) is dict:
+            native.apply_deltas(self._tables, deltas, _TableTree, CHUNK_PAGES, HASH_MODULUS)
+        else:
+            self.apply_deltas_python(deltas)
+
+    def apply_deltas_python(self, deltas: Mapping[tuple[str, int], int]) -> None:
         # The hot path of every batch's token: locals, and one modulo per page.
         tables, modulus, chunk_pages = self._tables, HASH_MODULUS, CHUNK_PAGES
         changed: set[str] = set()

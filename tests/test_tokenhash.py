@@ -1,4 +1,4 @@
-"""The row hashing in C (evedb/_rowhash.c) against its definition in evedb/merkle.py.
+"""The row hashing in C (evedb/_tokenhash.c) against its definition in evedb/merkle.py.
 
 The C code must give the very same row hashes and page deltas, since replicas built with and
 without it must agree on every token; and it reads changesets, so a damaged one must raise,
@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evedb import merkle, storage
+from evedb import codec, merkle, storage
 from evedb.engine import ExecutionEngine
 from evedb.executor import Worker
-from evedb.messages import Batch, Request
+from evedb.messages import Batch, Column, ErrorInfo, Reply, Request, StatementResult
 
-native = pytest.importorskip("evedb._rowhash", reason="the C row hashing was not built here")
+native = pytest.importorskip("evedb._tokenhash", reason="the C row hashing was not built here")
 
 sqlite_integers = st.integers(-(2**63), 2**63 - 1)
 # Around every boundary of msgpack's integer forms.
@@ -48,6 +48,71 @@ def test_the_c_row_hashing_is_used_where_it_was_built():
 def test_row_hash_is_byte_for_byte_the_definition(table, values):
     row = tuple(values)
     assert merkle.row_hash(table, row) == merkle.row_hash_python(table, row)
+
+
+# What a reply can hold: SQLite values, and whatever else a procedure returned.
+procedure_values = st.one_of(sqlite_values, st.booleans(), st.integers(2**63, 2**64 - 1),
+                             st.lists(sqlite_values, max_size=3), st.tuples(sqlite_values))
+columns = st.lists(st.builds(Column, st.text(max_size=8), st.one_of(st.none(), st.sampled_from(["INTEGER", "TEXT"]))),
+                   max_size=3)
+statement_results = st.builds(
+    StatementResult, columns.map(tuple),
+    st.lists(st.lists(procedure_values, max_size=3).map(tuple), max_size=4).map(tuple),
+    st.integers(-1, 10**6), st.one_of(st.none(), sqlite_integers),
+)
+replies = st.builds(
+    Reply, st.text(max_size=10), st.integers(0, 2**63 - 1), st.lists(statement_results, max_size=3).map(tuple),
+    st.one_of(st.none(), st.builds(ErrorInfo, st.text(max_size=10), st.text(max_size=30))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(replies, max_size=6))
+def test_the_replies_bytes_are_byte_for_byte_the_definition(batch_replies):
+    assert native.encode_replies(batch_replies) == codec.encode_replies_python(batch_replies)
+    assert codec.encode_replies(batch_replies) == codec.encode_replies_python(batch_replies)
+
+
+def test_a_reply_value_the_c_encoder_does_not_write_is_encoded_in_python():
+    odd = [Reply("c", 1, (StatementResult((), (({"a": 1},),), 1, None),))]
+    with pytest.raises(native.NotEncodable):
+        native.encode_replies(odd)
+    assert codec.encode_replies(odd) == codec.encode_replies_python(odd)  # msgpack writes a map
+    too_big = [Reply("c", 1, (StatementResult((), ((2**64,),), 1, None),))]
+    with pytest.raises(native.NotEncodable):
+        native.encode_replies(too_big)
+    with pytest.raises(OverflowError):  # what msgpack says, as before the C encoder
+        codec.encode_replies(too_big)
+
+
+tree_deltas = st.lists(
+    st.dictionaries(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(-3000, 3000)),
+                    st.one_of(st.just(0), st.integers(1, merkle.HASH_MODULUS - 1)), max_size=30),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tree_deltas)
+def test_the_tree_update_is_the_python_update(batches):
+    in_c, in_python = merkle.MerkleTree(), merkle.MerkleTree()
+    for tree in (in_c, in_python):
+        tree.set_schema([("table", "a")], ["a"])
+    for deltas in batches:
+        in_c.apply_deltas(deltas)
+        in_python.apply_deltas_python(deltas)
+        assert in_c.root() == in_python.root()
+    for table in in_python.tables():
+        assert in_c.pages(table) == in_python.pages(table)
+        assert in_c.chunk_hashes(table) == in_python.chunk_hashes(table)
+        assert in_c.table_root(table) == in_python.table_root(table)
+    # Undoing every batch empties both trees: a page whose sum is 0 again is dropped.
+    for deltas in reversed(batches):
+        undo = {page: -delta % merkle.HASH_MODULUS for page, delta in deltas.items()}
+        in_c.apply_deltas(undo)
+        in_python.apply_deltas_python(undo)
+    assert all(not in_c.pages(table) for table in in_c.tables())
+    assert in_c.root() == in_python.root()
 
 
 def test_row_hash_refuses_what_sqlite_cannot_hold():
@@ -123,35 +188,43 @@ def seeded_database(tmp_path_factory):
         return seeded.read()
 
 
+def _deltas_of(worker, change, end="ROLLBACK"):
+    """Runs change(connection) in one transaction of `worker` with a session attached, and
+    returns its changeset's page deltas computed in C and in Python, and the changeset."""
+    connection = worker.connection
+    with worker.authorizer.internal():
+        connection.execute("BEGIN")
+        session = apsw.Session(connection, "main")
+        session.attach()
+        change(connection)
+        changeset = session.changeset()
+        session.close()
+        result = worker.page_deltas(changeset), worker.page_deltas_python(changeset), changeset
+        # With the worker's reader the C code reads partial UPDATEs' rows itself: none left over.
+        assert native.changeset_deltas(changeset, apsw.no_change, worker._row_reader)[1] == []
+        connection.execute(end)
+    return result
+
+
 def _deltas_both_ways(directory, seeded_database, ops):
     """Runs `ops` in one transaction of a real Worker and returns the changeset's page deltas
-    computed in C and in Python, and the C path's partial UPDATEs."""
+    computed in C and in Python, and the C path's partial UPDATEs when it has no reader."""
     path = directory / "changes.db"
     for leftover in (path, directory / "changes.db-wal", directory / "changes.db-shm"):
         leftover.unlink(missing_ok=True)
     path.write_bytes(seeded_database)
     worker = Worker(str(path), storage.StorageOptions())
+
+    def change(connection):
+        for operation in ops:
+            try:
+                _apply(connection, operation)
+            except apsw.ConstraintError:
+                pass
+
     try:
-        connection = worker.connection
-        with worker.authorizer.internal():
-            connection.execute("BEGIN")
-            session = apsw.Session(connection, "main")
-            session.attach()
-            for operation in ops:
-                try:
-                    _apply(connection, operation)
-                except apsw.ConstraintError:
-                    pass
-            changeset = session.changeset()
-            session.close()
-            _, partial = native.changeset_deltas(changeset, apsw.no_change)
-            # Given the connection, the C code reads those rows itself and hands none back.
-            _, left_over = native.changeset_deltas(changeset, apsw.no_change, connection.sqlite3pointer(),
-                                                   worker._row_select)
-            assert left_over == []
-            in_c = worker.page_deltas(changeset)
-            in_python = worker.page_deltas_python(changeset)
-            connection.execute("ROLLBACK")
+        in_c, in_python, changeset = _deltas_of(worker, change)
+        _, partial = native.changeset_deltas(changeset, apsw.no_change)
         return in_c, in_python, partial
     finally:
         worker.close()
@@ -241,6 +314,7 @@ def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, m
         if kind == "python":
             monkeypatch.setattr(merkle, "native", None)
             monkeypatch.setattr(merkle, "row_hash", merkle.row_hash_python)
+            monkeypatch.setattr(codec, "_native_encode", None)
         path = str(tmp_path / f"{kind}.db")
         engine = ExecutionEngine(path, workers=1)
         try:
@@ -254,3 +328,32 @@ def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, m
             engine.close()
     assert roots["c"] == roots["python"]
     assert roots["c"][0] == roots["c"][1]
+
+
+def test_the_row_reader_follows_a_schema_change_and_refuses_use_after_close(tmp_path):
+    path = str(tmp_path / "alter.db")
+    setup = storage.open_connection(path)
+    storage.ensure_internal_tables(setup)
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)")
+    setup.execute("INSERT INTO t VALUES (1, 'x', 'y'), (2, 'z', 'w')")
+    setup.close()
+    worker = Worker(path, storage.StorageOptions())
+    try:
+        def both_ways(statement):
+            in_c, in_python, _ = _deltas_of(worker, lambda connection: connection.execute(statement), "COMMIT")
+            return in_c, in_python
+
+        in_c, in_python = both_ways("UPDATE t SET a = 'changed' WHERE id = 1")
+        assert in_c == in_python and in_c
+        with worker.authorizer.internal():
+            worker.connection.execute("ALTER TABLE t ADD COLUMN c DEFAULT 5")
+        worker._shapes_checked = False  # as after a DDL request: the row SELECT gets the new column
+        in_c, in_python = both_ways("UPDATE t SET a = 'again' WHERE id = 2")  # the row now has 4 columns
+        assert in_c == in_python and in_c
+        reader = worker._row_reader
+        reader.close()
+        with pytest.raises(ValueError, match="open RowReader"):
+            native.changeset_deltas(b"", apsw.no_change, reader)
+        worker._row_reader = None
+    finally:
+        worker.close()

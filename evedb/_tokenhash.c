@@ -1,10 +1,11 @@
 /*
- * evedb._rowhash: the Merkle page deltas of a changeset, in C.
+ * evedb._tokenhash: the hashing behind a batch's token, in C: the Merkle page deltas of a
+ * changeset, and the bytes of the batch's replies.
  *
- * Owns nothing new: it computes exactly what evedb/merkle.py defines (merkle.py is the
- * reference and the fallback), only without the interpreter in the loop.  A write batch's
- * token was mostly this: per changed row, iterating the changeset in Python, packing the row
- * with msgpack and hashing it cost about 5 microseconds.  Here a changeset is read in its
+ * Owns nothing new: it computes exactly what evedb/merkle.py and evedb/codec.py define
+ * (they are the reference and the fallback), only without the interpreter in the loop.  A
+ * write batch's token was mostly this: per changed row, iterating the changeset in Python,
+ * packing the row with msgpack and hashing it cost about 5 microseconds.  Here a changeset is read in its
  * documented binary form (sqlite3session.h: table headers, then INSERT/DELETE/UPDATE records
  * of typed values), each row is packed into msgpack bytes identical to merkle.row_hash's, and
  * hashed by the xxh3 functions of the xxhash module evedb already depends on: their address
@@ -13,23 +14,30 @@
  * Functions:
  * - configure(xxhash_library, rows_per_page, hash_buckets): bind the hash functions and the
  *   page geometry (merkle.py passes its own constants, so they are written down once);
- * - changeset_deltas(changeset, no_change) -> (deltas, partial_updates): deltas maps
- *   (table, page) to the sum mod 2**128 of +hash(new row) - hash(old row); an UPDATE whose
- *   old record lacks a column (it left that column unchanged) cannot be hashed from the
- *   changeset alone: given the connection (its sqlite3 pointer) and `row_select(table)`, the
- *   SQL that reads one row by key, it is completed here by reading the row as the open
- *   transaction sees it; otherwise it is returned as a (table, key column indexes, old
+ * - changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates): deltas
+ *   maps (table, page) to the sum mod 2**128 of +hash(new row) - hash(old row); an UPDATE
+ *   whose old record lacks a column (it left that column unchanged) cannot be hashed from
+ *   the changeset alone: given a RowReader it is completed here by reading the row as the
+ *   open transaction sees it; otherwise it is returned as a (table, key column indexes, old
  *   record) tuple, with `no_change` where a value is absent, for the caller to complete;
- * - row_hash(table, row) -> int: merkle.row_hash of a tuple of SQLite values.
+ * - RowReader(connection, row_select): an apsw Connection and `row_select(table)`, the SQL
+ *   that reads one row by key; it keeps one prepared statement per table until close();
+ * - row_hash(table, row) -> int: merkle.row_hash of a tuple of SQLite values;
+ * - apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): the loop of
+ *   merkle.MerkleTree.apply_deltas over its table trees, still with Python's integers;
+ * - encode_replies(replies) -> bytes: codec.encode_replies (the bytes the token's reply hash
+ *   covers); a value it does not write (a procedure's dict, say) raises NotEncodable and
+ *   codec.py encodes that batch itself.
  *
  * Reading rows needs SQLite's own functions, and the SQLite in this process is the copy
  * linked into apsw, whose symbols are not exported: the library is therefore also a SQLite
- * extension (entry point sqlite3_evedbrowhash_init) that only keeps the routines table
+ * extension (entry point sqlite3_evedbtokenhash_init) that only keeps the routines table
  * SQLite hands it.  evedb/storage.py loads it once per process into a private connection.
  *
- * Rules kept: byte-for-byte the encoding of merkle.py (msgpack-python's smallest forms, str
- * as UTF-8, floats as float 64); every read of the changeset is bounds-checked, and a
- * malformed one raises ValueError; no state but the configuration.
+ * Rules kept: byte-for-byte the encodings of merkle.py and codec.py (msgpack-python's
+ * smallest forms, str as UTF-8, floats as float 64); every read of the changeset is
+ * bounds-checked, and a malformed one raises ValueError; no state but the configuration and
+ * a RowReader's statements.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -236,7 +244,7 @@ typedef struct {
     const unsigned char *data;
     size_t size;
     size_t at;
-} reader;
+} changeset_reader;
 
 static int malformed(const char *what) {
     PyErr_Format(PyExc_ValueError, "malformed changeset: %s", what);
@@ -245,7 +253,7 @@ static int malformed(const char *what) {
 
 /* SQLite's varint: big-endian groups of 7 bits, the high bit set on all but the last; a
  * ninth byte carries 8 bits. */
-static int read_varint(reader *in, uint64_t *value) {
+static int read_varint(changeset_reader *in, uint64_t *value) {
     uint64_t result = 0;
     for (int i = 0; i < 9; i++) {
         if (in->at >= in->size)
@@ -271,7 +279,7 @@ static uint64_t read_be64(const unsigned char *bytes) {
     return value;
 }
 
-static int read_record(reader *in, value_view *values, int columns) {
+static int read_record(changeset_reader *in, value_view *values, int columns) {
     for (int i = 0; i < columns; i++) {
         if (in->at >= in->size)
             return malformed("a record runs past the end");
@@ -314,22 +322,50 @@ static int read_record(reader *in, value_view *values, int columns) {
 
 /* --- completing a partial UPDATE by reading the row --- */
 
+/* A connection's row reads, one prepared statement per table, kept between calls (preparing
+ * costs more than reading: the authorizer is asked about every column).  The apsw
+ * Connection is referenced, so it outlives the statements; close() finalizes them and must
+ * come before the connection's own close (evedb's Worker.close does that). */
+#define READER_SLOTS 32
+
 typedef struct {
+    PyObject_HEAD
+    PyObject *connection;
     sqlite3 *db;
     PyObject *row_select; /* callable: table -> SQL of one row by key */
-    sqlite3_stmt *statement; /* the current table's, prepared on its first partial UPDATE */
-    int unusable; /* that SQL does not read exactly the changeset's columns */
+    int next_slot;
+    PyObject *tables[READER_SLOTS];
+    PyObject *sqls[READER_SLOTS];
+    sqlite3_stmt *statements[READER_SLOTS];
+} RowReader;
+
+static void row_reader_close_all(RowReader *reader) {
+    for (int i = 0; i < READER_SLOTS; i++) {
+        if (reader->statements[i])
+            sqlite3_finalize(reader->statements[i]);
+        reader->statements[i] = NULL;
+        Py_CLEAR(reader->tables[i]);
+        Py_CLEAR(reader->sqls[i]);
+    }
+    reader->db = NULL;
+    Py_CLEAR(reader->row_select);
+    Py_CLEAR(reader->connection);
+}
+
+/* One call's use of a RowReader: the statement of the table being read. */
+typedef struct {
+    RowReader *reader;
+    sqlite3_stmt *statement;
+    int looked_up; /* the current table's statement was looked for */
 } row_reader;
 
-static void row_reader_reset(row_reader *rows) {
-    if (rows->statement)
-        sqlite3_finalize(rows->statement);
+static void row_reader_next_table(row_reader *rows) {
     rows->statement = NULL;
-    rows->unusable = 0;
+    rows->looked_up = 0;
 }
 
 static int sqlite_failed(sqlite3 *db, const char *doing) {
-    PyErr_Format(PyExc_RuntimeError, "evedb._rowhash: %s: %s", doing, sqlite3_errmsg(db));
+    PyErr_Format(PyExc_RuntimeError, "evedb._tokenhash: %s: %s", doing, sqlite3_errmsg(db));
     return -1;
 }
 
@@ -354,40 +390,88 @@ static int bind_value(sqlite3_stmt *statement, int index, const value_view *valu
 /* Reads the row with old's key into `row` (pointers valid until the statement is reset).
  * Returns 1 when read, 0 when this table cannot be read here (the caller hands the change
  * back to Python), -1 on error. */
+static int sqlite_failed(sqlite3 *db, const char *doing);
+
+/* The reader's statement for `table`, prepared if its SQL is new; NULL without an error when
+ * that SQL does not read exactly the changeset's columns by the key's columns. */
+static sqlite3_stmt *statement_for(RowReader *reader, PyObject *table, int columns, int key_count) {
+    PyObject *sql = PyObject_CallOneArg(reader->row_select, table);
+    if (!sql)
+        return NULL;
+    if (!PyUnicode_Check(sql)) {
+        Py_DECREF(sql);
+        PyErr_SetString(PyExc_TypeError, "row_select must return the SQL text");
+        return NULL;
+    }
+    int slot = -1;
+    for (int i = 0; i < READER_SLOTS && slot < 0; i++)
+        if (reader->tables[i] && PyUnicode_Compare(reader->tables[i], table) == 0)
+            slot = i;
+    if (slot >= 0 && PyUnicode_Compare(reader->sqls[slot], sql) == 0) {
+        Py_DECREF(sql);
+        sqlite3_stmt *statement = reader->statements[slot];
+        /* Re-checked on every use: the same SQL reads more columns after an ALTER TABLE. */
+        if (sqlite3_column_count(statement) != columns || sqlite3_bind_parameter_count(statement) != key_count)
+            return NULL;
+        return statement;
+    }
+    if (slot < 0) { /* a free slot, or the next one round-robin */
+        slot = reader->next_slot;
+        reader->next_slot = (reader->next_slot + 1) % READER_SLOTS;
+    }
+    if (reader->statements[slot])
+        sqlite3_finalize(reader->statements[slot]);
+    reader->statements[slot] = NULL;
+    Py_CLEAR(reader->tables[slot]);
+    Py_CLEAR(reader->sqls[slot]);
+    const char *text = PyUnicode_AsUTF8(sql);
+    sqlite3_stmt *statement = NULL;
+    int status = text ? sqlite3_prepare_v3(reader->db, text, -1, SQLITE_PREPARE_PERSISTENT, &statement, NULL)
+                      : SQLITE_ERROR;
+    if (!text || status != SQLITE_OK) {
+        Py_DECREF(sql);
+        if (statement)
+            sqlite3_finalize(statement);
+        /* The authorizer may have raised in Python: that error wins. */
+        if (!PyErr_Occurred())
+            sqlite_failed(reader->db, "preparing a row read");
+        return NULL;
+    }
+    reader->statements[slot] = statement;
+    reader->tables[slot] = Py_NewRef(table);
+    reader->sqls[slot] = sql;
+    if (sqlite3_column_count(statement) != columns || sqlite3_bind_parameter_count(statement) != key_count)
+        return NULL;
+    return statement;
+}
+
+/* Reads the row with old's key into `row` (pointers valid until the statement is reset; the
+ * caller resets it).  Returns 1 when read, 0 when this table cannot be read here (the
+ * caller hands the change back to Python), -1 on error. */
 static int read_current_row(row_reader *rows, PyObject *table, const value_view *old, const int *key_columns,
                             int key_count, value_view *row, int columns) {
-    if (!rows->db || rows->unusable)
+    if (!rows->reader)
         return 0;
-    if (!rows->statement) {
-        PyObject *sql = PyObject_CallOneArg(rows->row_select, table);
-        if (!sql)
+    if (!rows->looked_up) {
+        rows->looked_up = 1;
+        rows->statement = statement_for(rows->reader, table, columns, key_count);
+        if (!rows->statement && PyErr_Occurred())
             return -1;
-        const char *text = PyUnicode_AsUTF8(sql);
-        int status = text ? sqlite3_prepare_v2(rows->db, text, -1, &rows->statement, NULL) : SQLITE_ERROR;
-        Py_DECREF(sql);
-        if (!text)
-            return -1;
-        if (status != SQLITE_OK) {
-            /* The authorizer may have raised in Python: that error wins. */
-            return PyErr_Occurred() ? -1 : sqlite_failed(rows->db, "preparing a row read");
-        }
-        if (sqlite3_column_count(rows->statement) != columns || sqlite3_bind_parameter_count(rows->statement) != key_count) {
-            rows->unusable = 1;
-            return 0;
-        }
     }
+    if (!rows->statement)
+        return 0;
     sqlite3_stmt *statement = rows->statement;
-    sqlite3_reset(statement);
+    sqlite3 *db = rows->reader->db;
     for (int i = 0; i < key_count; i++)
         if (bind_value(statement, i + 1, &old[key_columns[i]]) != SQLITE_OK)
-            return sqlite_failed(rows->db, "binding a key");
+            return sqlite_failed(db, "binding a key");
     int status = sqlite3_step(statement);
     if (status != SQLITE_ROW) {
         if (status == SQLITE_DONE) {
-            PyErr_SetString(PyExc_RuntimeError, "evedb._rowhash: an updated row is not in its table");
+            PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash: an updated row is not in its table");
             return -1;
         }
-        return sqlite_failed(rows->db, "reading an updated row");
+        return sqlite_failed(db, "reading an updated row");
     }
     for (int i = 0; i < columns; i++) {
         value_view *value = &row[i];
@@ -567,34 +651,35 @@ static int page_sums_flush(page_sums *sums, PyObject *table, PyObject *deltas) {
     return 0;
 }
 
+static PyTypeObject RowReaderType;
+
 static int not_configured(void) {
     if (xxh3_128 && xxh3_64)
         return 0;
-    PyErr_SetString(PyExc_RuntimeError, "evedb._rowhash.configure() has not been called");
+    PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash.configure() has not been called");
     return -1;
 }
 
 static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
     (void)module;
     Py_buffer changeset;
-    PyObject *no_change, *row_select = Py_None;
-    unsigned long long connection = 0;
-    if (!PyArg_ParseTuple(args, "y*O|KO", &changeset, &no_change, &connection, &row_select))
+    PyObject *no_change, *reader_object = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O|O", &changeset, &no_change, &reader_object))
         return NULL;
     if (not_configured() < 0) {
         PyBuffer_Release(&changeset);
         return NULL;
     }
-    row_reader rows = {NULL, row_select, NULL, 0};
-    if (connection && row_select != Py_None) {
-        if (!sqlite3_api) {
+    row_reader rows = {NULL, NULL, 0};
+    if (reader_object != Py_None) {
+        if (!PyObject_TypeCheck(reader_object, &RowReaderType) || !((RowReader *)reader_object)->db) {
             PyBuffer_Release(&changeset);
-            PyErr_SetString(PyExc_RuntimeError, "evedb._rowhash was not loaded as a SQLite extension");
+            PyErr_SetString(PyExc_ValueError, "the reader must be an open RowReader");
             return NULL;
         }
-        rows.db = (sqlite3 *)(uintptr_t)connection;
+        rows.reader = (RowReader *)reader_object;
     }
-    reader in = {changeset.buf, (size_t)changeset.len, 0};
+    changeset_reader in = {changeset.buf, (size_t)changeset.len, 0};
     buffer scratch = {0};
     page_sums sums = {0};
     value_view *old_values = NULL, *new_values = NULL, *row = NULL;
@@ -616,7 +701,7 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
             in.at++;
             if (table && page_sums_flush(&sums, table, deltas) < 0)
                 goto done;
-            row_reader_reset(&rows);
+            row_reader_next_table(&rows);
             uint64_t count;
             if (read_varint(&in, &count) < 0)
                 goto done;
@@ -703,11 +788,11 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
                     for (int i = 0; i < columns; i++)
                         if (old_values[i].type == VALUE_ABSENT)
                             old_values[i] = row[i];
-                    if (row_hash_of_values(&scratch, table_name, table_size, old_values, columns, &old_hash) < 0 ||
-                        row_hash_of_values(&scratch, table_name, table_size, row, columns, &new_hash) < 0 ||
-                        page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0)
-                        goto done;
-                    if (page_sums_add(&sums, page, new_hash - old_hash) < 0)
+                    int failed = row_hash_of_values(&scratch, table_name, table_size, old_values, columns, &old_hash) < 0 ||
+                                 row_hash_of_values(&scratch, table_name, table_size, row, columns, &new_hash) < 0 ||
+                                 page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0;
+                    sqlite3_reset(rows.statement); /* no read stays open past its row */
+                    if (failed || page_sums_add(&sums, page, new_hash - old_hash) < 0)
                         goto done;
                     continue;
                 }
@@ -738,7 +823,8 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
     result = PyTuple_Pack(2, deltas, partial);
 
 done:
-    row_reader_reset(&rows);
+    if (rows.statement)
+        sqlite3_reset(rows.statement);
     PyBuffer_Release(&changeset);
     PyMem_Free(scratch.data);
     page_sums_free(&sums);
@@ -850,28 +936,397 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyMethodDef rowhash_methods[] = {
+/* --- the tree's update: merkle.MerkleTree.apply_deltas in C --- */
+
+/* Adds the current table's summed deltas to its tree's total, modulo 2**128. */
+static int flush_table_total(PyObject *tree, PyObject *sum, PyObject *modulus) {
+    static PyObject *name_total = NULL;
+    if (!name_total && !(name_total = PyUnicode_InternFromString("total")))
+        return -1;
+    PyObject *total = PyObject_GetAttr(tree, name_total);
+    PyObject *added = total ? PyNumber_Add(total, sum) : NULL;
+    PyObject *reduced = added ? PyNumber_Remainder(added, modulus) : NULL;
+    int result = reduced ? PyObject_SetAttr(tree, name_total, reduced) : -1;
+    Py_XDECREF(total);
+    Py_XDECREF(added);
+    Py_XDECREF(reduced);
+    return result;
+}
+
+/* apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): the loop of
+ * MerkleTree.apply_deltas (see merkle.py for what it keeps), with Python's own integers. */
+static PyObject *apply_deltas(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *tables, *deltas, *new_tree, *chunk_pages, *modulus;
+    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyDict_Type, &tables, &PyDict_Type, &deltas, &new_tree, &chunk_pages,
+                          &modulus))
+        return NULL;
+    static PyObject *name_pages = NULL, *name_stale = NULL;
+    if (!name_pages && !(name_pages = PyUnicode_InternFromString("pages")))
+        return NULL;
+    if (!name_stale && !(name_stale = PyUnicode_InternFromString("stale_chunks")))
+        return NULL;
+    PyObject *table = NULL, *tree = NULL, *pages = NULL, *stale = NULL, *sum = NULL;
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *key, *delta;
+    Py_ssize_t position = 0;
+    int failed = !zero;
+    while (!failed && PyDict_Next(deltas, &position, &key, &delta)) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a delta's key must be (table, page)");
+            failed = 1;
+            break;
+        }
+        int nonzero = PyObject_IsTrue(delta);
+        if (nonzero <= 0) {
+            failed = nonzero < 0;
+            continue;
+        }
+        PyObject *key_table = PyTuple_GET_ITEM(key, 0), *page = PyTuple_GET_ITEM(key, 1);
+        if (!table || (key_table != table && PyUnicode_Compare(key_table, table) != 0)) {
+            if (PyErr_Occurred() || (tree && flush_table_total(tree, sum, modulus) < 0)) {
+                failed = 1;
+                break;
+            }
+            Py_CLEAR(tree);
+            Py_CLEAR(pages);
+            Py_CLEAR(stale);
+            Py_XSETREF(sum, Py_NewRef(zero));
+            Py_XSETREF(table, Py_NewRef(key_table));
+            tree = Py_XNewRef(PyDict_GetItemWithError(tables, table));
+            if (!tree) {
+                if (PyErr_Occurred() || !(tree = PyObject_CallNoArgs(new_tree)) ||
+                    PyDict_SetItem(tables, table, tree) < 0) {
+                    failed = 1;
+                    break;
+                }
+            }
+            pages = PyObject_GetAttr(tree, name_pages);
+            stale = pages ? PyObject_GetAttr(tree, name_stale) : NULL;
+            if (!stale || !PyDict_Check(pages) || !PySet_Check(stale)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "a table tree must have a pages dict and a stale_chunks set");
+                failed = 1;
+                break;
+            }
+        }
+        PyObject *old = PyDict_GetItemWithError(pages, page);
+        if (!old && PyErr_Occurred()) {
+            failed = 1;
+            break;
+        }
+        PyObject *added = PyNumber_Add(old ? old : zero, delta);
+        PyObject *value = added ? PyNumber_Remainder(added, modulus) : NULL;
+        Py_XDECREF(added);
+        int value_nonzero = value ? PyObject_IsTrue(value) : -1;
+        if (value_nonzero > 0)
+            failed = PyDict_SetItem(pages, page, value) < 0;
+        else if (value_nonzero == 0)
+            failed = old && PyDict_DelItem(pages, page) < 0;
+        else
+            failed = 1;
+        Py_XDECREF(value);
+        if (failed)
+            break;
+        PyObject *chunk = PyNumber_FloorDivide(page, chunk_pages);
+        failed = !chunk || PySet_Add(stale, chunk) < 0;
+        Py_XDECREF(chunk);
+        PyObject *new_sum = failed ? NULL : PyNumber_Add(sum, delta);
+        failed = failed || !new_sum;
+        if (new_sum)
+            Py_SETREF(sum, new_sum);
+    }
+    if (!failed && tree)
+        failed = flush_table_total(tree, sum, modulus) < 0;
+    Py_XDECREF(table);
+    Py_XDECREF(tree);
+    Py_XDECREF(pages);
+    Py_XDECREF(stale);
+    Py_XDECREF(sum);
+    Py_XDECREF(zero);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* --- a batch's replies: codec.encode_replies in C --- */
+
+/* Attribute names of the reply dataclasses (evedb/messages.py), interned once. */
+static PyObject *name_client_id, *name_request_id, *name_results, *name_error, *name_columns, *name_rows,
+    *name_rowcount, *name_lastrowid, *name_name, *name_decltype, *name_kind, *name_message;
+
+/* Set when a value is outside what this encoder writes (a dict from a procedure, say): the
+ * caller then encodes the batch in Python, which writes it or raises as it always did. */
+static PyObject *NotEncodable;
+
+static int pack_object(buffer *out, PyObject *value);
+
+static int pack_sequence(buffer *out, PyObject *sequence) {
+    PyObject *fast = PySequence_Fast(sequence, "not a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    int result = pack_array_header(out, (size_t)count);
+    for (Py_ssize_t i = 0; result == 0 && i < count; i++)
+        result = pack_object(out, items[i]);
+    Py_DECREF(fast);
+    return result;
+}
+
+/* A value as msgpack-python's packb(use_bin_type=True) writes it: None, bool, int, float,
+ * str, bytes, and tuples and lists of those; anything else raises NotEncodable. */
+static int pack_object(buffer *out, PyObject *value) {
+    if (value == Py_None) {
+        unsigned char tag = 0xc0;
+        return put_bytes(out, &tag, 1);
+    }
+    if (PyBool_Check(value)) {
+        unsigned char tag = value == Py_True ? 0xc3 : 0xc2;
+        return put_bytes(out, &tag, 1);
+    }
+    if (PyLong_Check(value)) {
+        int overflow = 0;
+        long long integer = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (integer == -1 && PyErr_Occurred())
+            return -1;
+        if (!overflow)
+            return pack_integer(out, integer);
+        if (overflow > 0) {
+            unsigned long long large = PyLong_AsUnsignedLongLong(value);
+            if (large == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                PyErr_SetString(NotEncodable, "an integer beyond 64 bits");
+                return -1;
+            }
+            return put_tagged_be(out, 0xcf, large, 8);
+        }
+        PyErr_SetString(NotEncodable, "an integer beyond 64 bits");
+        return -1;
+    }
+    if (PyFloat_Check(value))
+        return pack_float(out, PyFloat_AS_DOUBLE(value));
+    if (PyUnicode_Check(value)) {
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(value, &size);
+        if (!text) {
+            PyErr_Clear(); /* a lone surrogate: msgpack-python refuses it too, in its own words */
+            PyErr_SetString(NotEncodable, "text that is not UTF-8");
+            return -1;
+        }
+        return pack_sized(out, (const unsigned char *)text, (size_t)size, 1);
+    }
+    if (PyBytes_Check(value))
+        return pack_sized(out, (const unsigned char *)PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value), 0);
+    if (PyTuple_Check(value) || PyList_Check(value))
+        return pack_sequence(out, value);
+    PyErr_Format(NotEncodable, "a %.100s", Py_TYPE(value)->tp_name);
+    return -1;
+}
+
+/* Packs getattr(object, name) with pack_object. */
+static int pack_attribute(buffer *out, PyObject *object, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (!value)
+        return -1;
+    int result = pack_object(out, value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* One StatementResult: [[(name, decltype), ...], rows, rowcount, lastrowid]. */
+static int pack_statement_result(buffer *out, PyObject *result) {
+    if (pack_array_header(out, 4) < 0)
+        return -1;
+    PyObject *columns = PyObject_GetAttr(result, name_columns);
+    if (!columns)
+        return -1;
+    PyObject *fast = PySequence_Fast(columns, "columns must be a sequence");
+    Py_DECREF(columns);
+    if (!fast)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    int status = pack_array_header(out, (size_t)count);
+    for (Py_ssize_t i = 0; status == 0 && i < count; i++) {
+        PyObject *column = PySequence_Fast_GET_ITEM(fast, i);
+        status = pack_array_header(out, 2);
+        if (status == 0)
+            status = pack_attribute(out, column, name_name);
+        if (status == 0)
+            status = pack_attribute(out, column, name_decltype);
+    }
+    Py_DECREF(fast);
+    if (status < 0 || pack_attribute(out, result, name_rows) < 0 || pack_attribute(out, result, name_rowcount) < 0)
+        return -1;
+    return pack_attribute(out, result, name_lastrowid);
+}
+
+/* One Reply: [client_id, request_id, [result, ...], None | [kind, message]]. */
+static int pack_reply(buffer *out, PyObject *reply) {
+    if (pack_array_header(out, 4) < 0 || pack_attribute(out, reply, name_client_id) < 0 ||
+        pack_attribute(out, reply, name_request_id) < 0)
+        return -1;
+    PyObject *results = PyObject_GetAttr(reply, name_results);
+    if (!results)
+        return -1;
+    PyObject *fast = PySequence_Fast(results, "results must be a sequence");
+    Py_DECREF(results);
+    if (!fast)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    int status = pack_array_header(out, (size_t)count);
+    for (Py_ssize_t i = 0; status == 0 && i < count; i++)
+        status = pack_statement_result(out, PySequence_Fast_GET_ITEM(fast, i));
+    Py_DECREF(fast);
+    if (status < 0)
+        return -1;
+    PyObject *error = PyObject_GetAttr(reply, name_error);
+    if (!error)
+        return -1;
+    if (error == Py_None) {
+        Py_DECREF(error);
+        unsigned char tag = 0xc0;
+        return put_bytes(out, &tag, 1);
+    }
+    status = pack_array_header(out, 2);
+    if (status == 0)
+        status = pack_attribute(out, error, name_kind);
+    if (status == 0)
+        status = pack_attribute(out, error, name_message);
+    Py_DECREF(error);
+    return status;
+}
+
+static PyObject *encode_replies(PyObject *module, PyObject *replies) {
+    (void)module;
+    PyObject *fast = PySequence_Fast(replies, "replies must be a sequence");
+    if (!fast)
+        return NULL;
+    buffer out = {0};
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    int status = pack_array_header(&out, (size_t)count);
+    for (Py_ssize_t i = 0; status == 0 && i < count; i++)
+        status = pack_reply(&out, PySequence_Fast_GET_ITEM(fast, i));
+    Py_DECREF(fast);
+    PyObject *result = status == 0 ? PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.size) : NULL;
+    PyMem_Free(out.data);
+    return result;
+}
+
+static int intern_names(void) {
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&name_client_id, "client_id"}, {&name_request_id, "request_id"}, {&name_results, "results"},
+        {&name_error, "error"}, {&name_columns, "columns"}, {&name_rows, "rows"},
+        {&name_rowcount, "rowcount"}, {&name_lastrowid, "lastrowid"}, {&name_name, "name"},
+        {&name_decltype, "decltype"}, {&name_kind, "kind"}, {&name_message, "message"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
+            return -1;
+    return 0;
+}
+
+static PyMethodDef tokenhash_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(xxhash_library, rows_per_page, hash_buckets): bind xxh3 and the page geometry."},
     {"changeset_deltas", changeset_deltas, METH_VARARGS,
-     "changeset_deltas(changeset, no_change[, connection_pointer, row_select]) -> (deltas, partial_updates)."},
+     "changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates)."},
     {"row_hash", row_hash, METH_VARARGS, "row_hash(table, row) -> int: merkle.row_hash, in C."},
+    {"apply_deltas", apply_deltas, METH_VARARGS,
+     "apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): MerkleTree.apply_deltas, in C."},
+    {"encode_replies", encode_replies, METH_O,
+     "encode_replies(replies) -> bytes: codec.encode_replies, in C; NotEncodable for other values."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef rowhash_module = {
-    PyModuleDef_HEAD_INIT, "evedb._rowhash",
-    "Merkle page deltas of a changeset, in C (see evedb/merkle.py for the definitions).", -1, rowhash_methods,
+static struct PyModuleDef tokenhash_module = {
+    PyModuleDef_HEAD_INIT, "evedb._tokenhash",
+    "Merkle page deltas of a changeset, in C (see evedb/merkle.py for the definitions).", -1, tokenhash_methods,
+};
+
+/* --- the RowReader type --- */
+
+static int RowReader_init(RowReader *self, PyObject *args, PyObject *kwargs) {
+    PyObject *connection, *row_select;
+    static char *names[] = {"connection", "row_select", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:RowReader", names, &connection, &row_select))
+        return -1;
+    if (!sqlite3_api) {
+        PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash was not loaded as a SQLite extension");
+        return -1;
+    }
+    if (!PyCallable_Check(row_select)) {
+        PyErr_SetString(PyExc_TypeError, "row_select must be callable");
+        return -1;
+    }
+    PyObject *pointer = PyObject_CallMethod(connection, "sqlite3pointer", NULL);
+    if (!pointer)
+        return -1;
+    void *db = PyLong_AsVoidPtr(pointer);
+    Py_DECREF(pointer);
+    if (!db) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the connection is closed");
+        return -1;
+    }
+    row_reader_close_all(self);
+    self->connection = Py_NewRef(connection);
+    self->row_select = Py_NewRef(row_select);
+    self->db = db;
+    return 0;
+}
+
+static PyObject *RowReader_close(RowReader *self, PyObject *unused) {
+    (void)unused;
+    row_reader_close_all(self);
+    Py_RETURN_NONE;
+}
+
+static void RowReader_dealloc(RowReader *self) {
+    row_reader_close_all(self); /* the statements first: the connection is still referenced */
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef RowReader_methods[] = {
+    {"close", (PyCFunction)RowReader_close, METH_NOARGS,
+     "Finalize the prepared statements (before the connection is closed)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RowReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "evedb._tokenhash.RowReader",
+    .tp_doc = "RowReader(connection, row_select): reads partial UPDATEs' rows for changeset_deltas.",
+    .tp_basicsize = sizeof(RowReader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RowReader_init,
+    .tp_dealloc = (destructor)RowReader_dealloc,
+    .tp_methods = RowReader_methods,
 };
 
 /* The SQLite extension entry point: keeps the routines of the SQLite that loaded it. */
-int sqlite3_evedbrowhash_init(sqlite3 *db, char **error, const sqlite3_api_routines *api) {
+int sqlite3_evedbtokenhash_init(sqlite3 *db, char **error, const sqlite3_api_routines *api) {
     (void)db;
     (void)error;
     sqlite3_api = api;
     return SQLITE_OK_LOAD_PERMANENTLY;
 }
 
-PyMODINIT_FUNC PyInit__rowhash(void) {
-    return PyModule_Create(&rowhash_module);
+PyMODINIT_FUNC PyInit__tokenhash(void) {
+    if (PyType_Ready(&RowReaderType) < 0 || intern_names() < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&tokenhash_module);
+    if (!module)
+        return NULL;
+    if (!NotEncodable)
+        NotEncodable = PyErr_NewException("evedb._tokenhash.NotEncodable", PyExc_ValueError, NULL);
+    if (!NotEncodable || PyModule_AddObjectRef(module, "RowReader", (PyObject *)&RowReaderType) < 0 ||
+        PyModule_AddObjectRef(module, "NotEncodable", NotEncodable) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }
