@@ -23,8 +23,6 @@
  * - RowReader(connection, row_select): an apsw Connection and `row_select(table)`, the SQL
  *   that reads one row by key; it keeps one prepared statement per table until close();
  * - row_hash(table, row) -> int: merkle.row_hash of a tuple of SQLite values;
- * - apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): the loop of
- *   merkle.MerkleTree.apply_deltas over its table trees, still with Python's integers;
  * - encode_replies(replies) -> bytes: codec.encode_replies (the bytes the token's reply hash
  *   covers); a value it does not write (a procedure's dict, say) raises NotEncodable and
  *   codec.py encodes that batch itself.
@@ -936,119 +934,6 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* --- the tree's update: merkle.MerkleTree.apply_deltas in C --- */
-
-/* Adds the current table's summed deltas to its tree's total, modulo 2**128. */
-static int flush_table_total(PyObject *tree, PyObject *sum, PyObject *modulus) {
-    static PyObject *name_total = NULL;
-    if (!name_total && !(name_total = PyUnicode_InternFromString("total")))
-        return -1;
-    PyObject *total = PyObject_GetAttr(tree, name_total);
-    PyObject *added = total ? PyNumber_Add(total, sum) : NULL;
-    PyObject *reduced = added ? PyNumber_Remainder(added, modulus) : NULL;
-    int result = reduced ? PyObject_SetAttr(tree, name_total, reduced) : -1;
-    Py_XDECREF(total);
-    Py_XDECREF(added);
-    Py_XDECREF(reduced);
-    return result;
-}
-
-/* apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): the loop of
- * MerkleTree.apply_deltas (see merkle.py for what it keeps), with Python's own integers. */
-static PyObject *apply_deltas(PyObject *module, PyObject *args) {
-    (void)module;
-    PyObject *tables, *deltas, *new_tree, *chunk_pages, *modulus;
-    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyDict_Type, &tables, &PyDict_Type, &deltas, &new_tree, &chunk_pages,
-                          &modulus))
-        return NULL;
-    static PyObject *name_pages = NULL, *name_stale = NULL;
-    if (!name_pages && !(name_pages = PyUnicode_InternFromString("pages")))
-        return NULL;
-    if (!name_stale && !(name_stale = PyUnicode_InternFromString("stale_chunks")))
-        return NULL;
-    PyObject *table = NULL, *tree = NULL, *pages = NULL, *stale = NULL, *sum = NULL;
-    PyObject *zero = PyLong_FromLong(0);
-    PyObject *key, *delta;
-    Py_ssize_t position = 0;
-    int failed = !zero;
-    while (!failed && PyDict_Next(deltas, &position, &key, &delta)) {
-        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
-            PyErr_SetString(PyExc_TypeError, "a delta's key must be (table, page)");
-            failed = 1;
-            break;
-        }
-        int nonzero = PyObject_IsTrue(delta);
-        if (nonzero <= 0) {
-            failed = nonzero < 0;
-            continue;
-        }
-        PyObject *key_table = PyTuple_GET_ITEM(key, 0), *page = PyTuple_GET_ITEM(key, 1);
-        if (!table || (key_table != table && PyUnicode_Compare(key_table, table) != 0)) {
-            if (PyErr_Occurred() || (tree && flush_table_total(tree, sum, modulus) < 0)) {
-                failed = 1;
-                break;
-            }
-            Py_CLEAR(tree);
-            Py_CLEAR(pages);
-            Py_CLEAR(stale);
-            Py_XSETREF(sum, Py_NewRef(zero));
-            Py_XSETREF(table, Py_NewRef(key_table));
-            tree = Py_XNewRef(PyDict_GetItemWithError(tables, table));
-            if (!tree) {
-                if (PyErr_Occurred() || !(tree = PyObject_CallNoArgs(new_tree)) ||
-                    PyDict_SetItem(tables, table, tree) < 0) {
-                    failed = 1;
-                    break;
-                }
-            }
-            pages = PyObject_GetAttr(tree, name_pages);
-            stale = pages ? PyObject_GetAttr(tree, name_stale) : NULL;
-            if (!stale || !PyDict_Check(pages) || !PySet_Check(stale)) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "a table tree must have a pages dict and a stale_chunks set");
-                failed = 1;
-                break;
-            }
-        }
-        PyObject *old = PyDict_GetItemWithError(pages, page);
-        if (!old && PyErr_Occurred()) {
-            failed = 1;
-            break;
-        }
-        PyObject *added = PyNumber_Add(old ? old : zero, delta);
-        PyObject *value = added ? PyNumber_Remainder(added, modulus) : NULL;
-        Py_XDECREF(added);
-        int value_nonzero = value ? PyObject_IsTrue(value) : -1;
-        if (value_nonzero > 0)
-            failed = PyDict_SetItem(pages, page, value) < 0;
-        else if (value_nonzero == 0)
-            failed = old && PyDict_DelItem(pages, page) < 0;
-        else
-            failed = 1;
-        Py_XDECREF(value);
-        if (failed)
-            break;
-        PyObject *chunk = PyNumber_FloorDivide(page, chunk_pages);
-        failed = !chunk || PySet_Add(stale, chunk) < 0;
-        Py_XDECREF(chunk);
-        PyObject *new_sum = failed ? NULL : PyNumber_Add(sum, delta);
-        failed = failed || !new_sum;
-        if (new_sum)
-            Py_SETREF(sum, new_sum);
-    }
-    if (!failed && tree)
-        failed = flush_table_total(tree, sum, modulus) < 0;
-    Py_XDECREF(table);
-    Py_XDECREF(tree);
-    Py_XDECREF(pages);
-    Py_XDECREF(stale);
-    Py_XDECREF(sum);
-    Py_XDECREF(zero);
-    if (failed)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* --- a batch's replies: codec.encode_replies in C --- */
 
 /* Attribute names of the reply dataclasses (evedb/messages.py), interned once. */
@@ -1235,8 +1120,6 @@ static PyMethodDef tokenhash_methods[] = {
     {"changeset_deltas", changeset_deltas, METH_VARARGS,
      "changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates)."},
     {"row_hash", row_hash, METH_VARARGS, "row_hash(table, row) -> int: merkle.row_hash, in C."},
-    {"apply_deltas", apply_deltas, METH_VARARGS,
-     "apply_deltas(tables, deltas, new_tree, chunk_pages, modulus): MerkleTree.apply_deltas, in C."},
     {"encode_replies", encode_replies, METH_O,
      "encode_replies(replies) -> bytes: codec.encode_replies, in C; NotEncodable for other values."},
     {NULL, NULL, 0, NULL},

@@ -171,12 +171,6 @@ class MerkleTree:
             self._tables.setdefault(name, _TableTree())
 
     def apply_deltas(self, deltas: Mapping[tuple[str, int], int]) -> None:
-        if native is not None and type(deltas) is dict:
-            native.apply_deltas(self._tables, deltas, _TableTree, CHUNK_PAGES, HASH_MODULUS)
-        else:
-            self.apply_deltas_python(deltas)
-
-    def apply_deltas_python(self, deltas: Mapping[tuple[str, int], int]) -> None:
         # The hot path of every batch's token: locals, and one modulo per page.
         tables, modulus, chunk_pages = self._tables, HASH_MODULUS, CHUNK_PAGES
         changed: set[str] = set()

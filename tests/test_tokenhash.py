@@ -85,36 +85,6 @@ def test_a_reply_value_the_c_encoder_does_not_write_is_encoded_in_python():
         codec.encode_replies(too_big)
 
 
-tree_deltas = st.lists(
-    st.dictionaries(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(-3000, 3000)),
-                    st.one_of(st.just(0), st.integers(1, merkle.HASH_MODULUS - 1)), max_size=30),
-    max_size=8,
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(tree_deltas)
-def test_the_tree_update_is_the_python_update(batches):
-    in_c, in_python = merkle.MerkleTree(), merkle.MerkleTree()
-    for tree in (in_c, in_python):
-        tree.set_schema([("table", "a")], ["a"])
-    for deltas in batches:
-        in_c.apply_deltas(deltas)
-        in_python.apply_deltas_python(deltas)
-        assert in_c.root() == in_python.root()
-    for table in in_python.tables():
-        assert in_c.pages(table) == in_python.pages(table)
-        assert in_c.chunk_hashes(table) == in_python.chunk_hashes(table)
-        assert in_c.table_root(table) == in_python.table_root(table)
-    # Undoing every batch empties both trees: a page whose sum is 0 again is dropped.
-    for deltas in reversed(batches):
-        undo = {page: -delta % merkle.HASH_MODULUS for page, delta in deltas.items()}
-        in_c.apply_deltas(undo)
-        in_python.apply_deltas_python(undo)
-    assert all(not in_c.pages(table) for table in in_c.tables())
-    assert in_c.root() == in_python.root()
-
-
 def test_row_hash_refuses_what_sqlite_cannot_hold():
     with pytest.raises(OverflowError):
         merkle.row_hash("t", (2**64,))
