@@ -23,6 +23,7 @@
  * - RowReader(connection, row_select): an apsw Connection and `row_select(table)`, the SQL
  *   that reads one row by key; it keeps one prepared statement per table until close();
  * - row_hash(table, row) -> int: merkle.row_hash of a tuple of SQLite values;
+ * - encode_reply(reply) -> bytes: codec.encode_reply;
  * - encode_replies(replies) -> bytes: codec.encode_replies (the bytes the token's reply hash
  *   covers); a value it does not write (a procedure's dict, say) raises NotEncodable and
  *   codec.py encodes that batch itself.
@@ -1098,6 +1099,16 @@ static PyObject *encode_replies(PyObject *module, PyObject *replies) {
     return result;
 }
 
+static PyObject *encode_reply(PyObject *module, PyObject *reply) {
+    (void)module;
+    buffer out = {0};
+    PyObject *result = pack_reply(&out, reply) == 0
+                           ? PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.size)
+                           : NULL;
+    PyMem_Free(out.data);
+    return result;
+}
+
 static int intern_names(void) {
     struct {
         PyObject **slot;
@@ -1120,6 +1131,7 @@ static PyMethodDef tokenhash_methods[] = {
     {"changeset_deltas", changeset_deltas, METH_VARARGS,
      "changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates)."},
     {"row_hash", row_hash, METH_VARARGS, "row_hash(table, row) -> int: merkle.row_hash, in C."},
+    {"encode_reply", encode_reply, METH_O, "encode_reply(reply) -> bytes: codec.encode_reply, in C."},
     {"encode_replies", encode_replies, METH_O,
      "encode_replies(replies) -> bytes: codec.encode_replies, in C; NotEncodable for other values."},
     {NULL, NULL, 0, NULL},

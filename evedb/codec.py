@@ -124,26 +124,52 @@ def reply_to_plain(reply: Reply) -> list:
     ]
 
 
-def reply_from_plain(plain) -> Reply:
+def reply_from_plain(plain, encoded: bytes | None = None) -> Reply:
     try:
         client_id, request_id, results, error = plain
         parsed = tuple(
             StatementResult(
                 tuple(Column(name, decltype) for name, decltype in columns),
-                tuple(tuple(row) for row in rows),
+                rows if type(rows) is tuple else tuple(tuple(row) for row in rows),
                 rowcount,
                 lastrowid,
             )
             for columns, rows, rowcount, lastrowid in results
         )
-        return Reply(client_id, request_id, parsed, None if error is None else ErrorInfo(*error))
+        return Reply(client_id, request_id, parsed, None if error is None else ErrorInfo(*error), encoded)
     except (TypeError, ValueError) as error:
         raise CodecError(f"malformed reply: {error}") from None
 
 
+def reply_from_bytes(encoded: bytes) -> Reply:
+    """A reply from its canonical bytes (a worker's answer, the reply cache), which it keeps.
+    Decoded with tuples for arrays, so rows need no conversion."""
+    try:
+        plain = msgpack.unpackb(encoded, raw=False, use_list=False)
+    except Exception as error:  # msgpack raises several unrelated classes on bad input
+        raise CodecError(f"undecodable reply: {error}") from None
+    return reply_from_plain(plain, encoded)
+
+
 def encode_reply(reply: Reply) -> bytes:
-    """The canonical bytes of a reply."""
+    """The canonical bytes of a reply (kept on the reply when it came as bytes)."""
+    if reply.encoded is not None:
+        return reply.encoded
+    if _native_encode_one is not None:
+        try:
+            return _native_encode_one(reply)
+        except _NotEncodable:
+            pass
     return pack(reply_to_plain(reply))
+
+
+_REPLY_MESSAGE_HEAD = b"\x92" + pack("reply")
+
+
+def reply_message(reply: Reply) -> bytes:
+    """pack(["reply", reply_to_plain(reply)]), the frame a client receives, from the reply's
+    bytes (an array is its header, then its items)."""
+    return _REPLY_MESSAGE_HEAD + encode_reply(reply)
 
 
 def encode_replies_python(replies: Sequence[Reply]) -> bytes:
@@ -154,8 +180,10 @@ def encode_replies_python(replies: Sequence[Reply]) -> bytes:
 
 
 def encode_replies(replies: Sequence[Reply]) -> bytes:
-    """`encode_replies_python`, in C when evedb/_tokenhash.c was built (the same bytes; a
-    value the C encoder does not write sends the batch back here)."""
+    """`encode_replies_python`, from the bytes replies kept, else in C when
+    evedb/_tokenhash.c was built (the same bytes: an array is its header, then its items)."""
+    if any(reply.encoded is not None for reply in replies):
+        return _array_header(len(replies)) + b"".join(encode_reply(reply) for reply in replies)
     if _native_encode is not None:
         try:
             return _native_encode(replies)
@@ -164,9 +192,18 @@ def encode_replies(replies: Sequence[Reply]) -> bytes:
     return encode_replies_python(replies)
 
 
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 # merkle.py decides whether the C code is used (built, and EVEDB_TOKEN_HASH not "python").
-_native_encode, _NotEncodable = ((None, None) if merkle.native is None
-                                 else (merkle.native.encode_replies, merkle.native.NotEncodable))
+_native_encode, _native_encode_one, _NotEncodable = (
+    (None, None, None) if merkle.native is None
+    else (merkle.native.encode_replies, merkle.native.encode_reply, merkle.native.NotEncodable))
 
 
 # --- Batch --------------------------------------------------------------------------------

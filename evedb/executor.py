@@ -124,7 +124,7 @@ class _ShareReplies:
             encoded = pending[1]
         else:
             encoded = self._worker._internal(self._REPLY, (request.client_id,))[0][0]
-        return codec.reply_from_plain(codec.unpack(encoded))
+        return codec.reply_from_bytes(encoded)
 
     def record(self, request: Request, reply: Reply) -> None:
         self._last[request.client_id] = request.request_id
@@ -727,7 +727,9 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
             share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
             answer = [
                 "done",
-                [[position, codec.reply_to_plain(reply)] for position, reply in share.replies],
+                # Each reply as its canonical bytes: the coordinator keeps them for the token's
+                # reply hash and the client's frame, and decodes them with tuples for rows.
+                [[position, codec.encode_reply(reply)] for position, reply in share.replies],
                 [[table, page, delta.to_bytes(16, "little")] for (table, page), delta in share.page_deltas.items()],
                 share.changeset,
                 share.undo_id,
@@ -788,7 +790,7 @@ class _WorkerProcess:
 def _share_from_answer(answer) -> ShareResult:
     _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds, request_seconds = answer
     return ShareResult(
-        [(position, codec.reply_from_plain(plain)) for position, plain in replies],
+        [(position, codec.reply_from_bytes(encoded)) for position, encoded in replies],
         {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
         changeset,
         undo_id,

@@ -94,6 +94,10 @@ class Reply:
     request_id: int
     results: tuple[StatementResult, ...] = ()
     error: ErrorInfo | None = None
+    # The reply's canonical bytes (codec.encode_reply) when it arrived as bytes from a worker
+    # process: the token's reply hash and the client's frame reuse them instead of encoding
+    # the reply again.  Derived from the fields above, so never part of equality.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

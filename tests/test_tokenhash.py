@@ -327,3 +327,22 @@ def test_the_row_reader_follows_a_schema_change_and_refuses_use_after_close(tmp_
         worker._row_reader = None
     finally:
         worker.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(replies, max_size=5), st.data())
+def test_replies_that_kept_their_bytes_hash_and_frame_as_if_encoded_afresh(batch_replies, data):
+    # Some replies arrive from a worker as bytes (and keep them), others were made here.
+    mixed = [codec.reply_from_bytes(codec.pack(codec.reply_to_plain(reply))) if data.draw(st.booleans()) else reply
+             for reply in batch_replies]
+    assert codec.encode_replies(mixed) == codec.encode_replies_python(batch_replies)
+    for reply in mixed:
+        assert codec.reply_message(reply) == codec.pack(["reply", codec.reply_to_plain(reply)])
+
+
+def test_a_decoded_reply_equals_the_original_and_keeps_its_bytes():
+    reply = Reply("c", 3, (StatementResult((Column("a", "INTEGER"),), ((1,), (None,)), 2, None),))
+    decoded = codec.reply_from_bytes(codec.encode_reply(reply))
+    assert decoded == reply  # the kept bytes are not part of a reply's equality
+    assert decoded.encoded == codec.pack(codec.reply_to_plain(reply))
+    assert decoded.results[0].rows == ((1,), (None,))

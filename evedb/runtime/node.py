@@ -54,6 +54,7 @@ from .transport import (
     decode_frame,
     discard_bytes,
     encode_frame,
+    encode_packed_frame,
     parse_address,
     parse_hello,
     read_frame,
@@ -661,7 +662,7 @@ class Node:
                                  "(--max-statement-bytes); nothing was executed"))
                 return
         if self.core.role is not core.Role.PRIMARY:
-            connection.write(encode_frame(["reply", codec.reply_to_plain(core.not_primary_reply(request, self.config.peer))]))
+            connection.write(encode_packed_frame(codec.reply_message(core.not_primary_reply(request, self.config.peer))))
             return
         try:
             read_only = self._read_only(request)
@@ -676,7 +677,7 @@ class Node:
     @staticmethod
     def _reply_now(connection: BoundedWriter, request: Request, error: ErrorInfo) -> None:
         reply = Reply(request.client_id, request.request_id, (), error)
-        connection.write(encode_frame(["reply", codec.reply_to_plain(reply)]))
+        connection.write(encode_packed_frame(codec.reply_message(reply)))
 
     def _read_only(self, request: Request) -> bool:
         if request.kind is RequestKind.PROCEDURE:
@@ -711,7 +712,7 @@ class Node:
             connection.write(frame)
 
     def _reply_frame(self, reply: Reply) -> bytes:
-        frame = encode_frame(["reply", codec.reply_to_plain(reply)])
+        frame = encode_packed_frame(codec.reply_message(reply))
         limit = self.config.limits.max_result_bytes
         if len(frame) <= limit:
             return frame
@@ -719,7 +720,7 @@ class Node:
         error = ErrorInfo("DataError", f"the result is {len(frame)} bytes, over the node's limit of {limit} "
                                        "(--max-result-bytes): select fewer rows or columns; the request did run, "
                                        "and any changes it made are committed")
-        return encode_frame(["reply", codec.reply_to_plain(Reply(reply.client_id, reply.request_id, (), error))])
+        return encode_packed_frame(codec.reply_message(Reply(reply.client_id, reply.request_id, (), error)))
 
     # --- status ---
 

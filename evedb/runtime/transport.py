@@ -70,7 +70,12 @@ def verify(secret: bytes | None, data: bytes) -> bytes:
 
 
 def encode_frame(value, secret: bytes | None = None) -> bytes:
-    payload = sign(secret, pack(value))
+    return encode_packed_frame(pack(value), secret)
+
+
+def encode_packed_frame(packed: bytes, secret: bytes | None = None) -> bytes:
+    """A frame around a value already packed (a reply whose bytes the engine kept)."""
+    payload = sign(secret, packed)
     return _LENGTH.pack(len(payload)) + payload
 
 
