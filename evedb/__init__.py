@@ -65,8 +65,9 @@ def connect(
     database: a file path (embedded: this process runs the engine), or
       "evedb://host:port,host:port" for a replicated pair (`timeout`: seconds to keep
       retrying a request across failover before OperationalError; default 10).
-    workers: worker processes executing in parallel (default: one per core; 1 runs
-      everything sequentially inside this process).
+    workers: connections executing in parallel, each in its own process (default: one per
+      core): this process's own and a pool of workers-1 processes; 1 runs everything
+      sequentially inside this process.
     synchronous: SQLite's durability setting, NORMAL (default) or FULL.
     procedures: module names whose `@evedb.procedure` functions the workers import.
     rules: mixer rules for procedures: a MixerRules, a TOML path or an application name.

@@ -10,8 +10,9 @@ One interface, two implementations:
   The reads of a parallel batch are split by estimated cost (longest first, each to the least
   loaded worker), the estimates being moving averages of what workers measured per request
   shape (`RequestCosts`), so one message per worker still gives every worker about as much
-  work.  With a local worker, cheap reads stay in this process (run before the write share)
-  while the pool runs the costly ones (`split_reads_with_local`).
+  work.  With a local worker (the default), this process is one of the workers: it runs the
+  write share and cheap reads, takes its turn at the costly ones, and the pool has one
+  process fewer (`split_reads_with_local`); a parallel batch then has one runner per core.
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -639,24 +640,40 @@ def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads
 def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[float], local_load: float,
                            workers: int, cheap: float = LOCAL_READ_MAX_SECONDS,
                            shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS),
-                           ) -> tuple[list[int], list[list[int]]]:
+                           local_takes_costly: bool = False) -> tuple[list[int], list[list[int]]]:
     """Reads split between this process (already holding `local_load`, its write share) and
-    the worker processes: (reads kept here, one list per worker).
+    the `workers` worker processes: (reads kept here, one list per worker).
 
-    Costly reads (estimated at `cheap` or more) go to the workers, LPT: a costly read never
-    stays here, where it would make one more runner than cores (measured: three TPC-W best
-    sellers at once on 2 cores took twice as long each).  Cheap reads stay here, longest
-    first, while this process would still finish before the busiest worker, and always when
-    no worker has anything to do; past that a cheap read is shipped only when that is worth
-    it: it costs `here` in this process (less than running it) and `there` in the worker, on
-    top of its own cost, and the worker must still finish it sooner.
+    Costly reads (estimated at `cheap` or more) are dealt first, longest first (LPT).  With
+    `local_takes_costly` this process is one more slot: the pool then has one process fewer
+    than there are cores, so a costly read here still leaves one runner per core.  Without
+    it they all go to the workers: this process beside a full pool would be one runner more
+    than cores (measured: three TPC-W best sellers at once on 2 cores took twice as long each).
+    Cheap reads stay here, longest first, while this process would still finish before the
+    busiest worker, and always when no worker has anything to do; past that a cheap read is
+    shipped only when that is worth it: it costs `here` in this process (less than running
+    it) and `there` in the worker, on top of its own cost, and the worker must still finish
+    it sooner.
     """
     heavy = [i for i, cost in enumerate(estimates) if cost >= cheap]
     light = [i for i, cost in enumerate(estimates) if cost < cheap]
-    loads = [0.0] * workers
-    shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
     here, there = shipping
-    kept = []
+    loads = [0.0] * workers
+    if local_takes_costly:
+        kept = []
+        shares: list[list[int]] = [[] for _ in range(workers)]
+        for i in sorted(heavy, key=lambda i: (-estimates[i], read_positions[i])):
+            slot = min(range(workers), key=loads.__getitem__)
+            if local_load <= loads[slot] + there:
+                kept.append(read_positions[i])
+                local_load += estimates[i]
+            else:
+                shares[slot].append(read_positions[i])
+                loads[slot] += estimates[i] + there
+                local_load += here
+    else:
+        kept = []
+        shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
     light.sort(key=lambda i: (-estimates[i], read_positions[i]))
     for i in light:
         cost = estimates[i]
@@ -818,18 +835,23 @@ class ProcessExecutor:
     ):
         if workers < 1:
             raise ValueError("a process executor needs at least one worker")
-        self.workers = workers
         # The write share runs here, on the caller's thread, when given a worker of its own
         # (not owned: the caller closes it): no pickling of requests, replies and deltas, and
         # two process hops fewer per batch, which is most of a small batch's latency.
         self.local_writer = local_writer
+        # That worker is then one of the `workers`: it also takes a share of the costly reads,
+        # and the pool has one process fewer, so a parallel batch has one runner per core
+        # instead of one more (evedb/DESIGN.md, "Execution").  Parallel writers spread writer
+        # shares over the pool, so they keep a full one.
+        self.coordinator_slot = local_writer is not None and not parallel_writers and workers > 1
+        self.workers = workers - 1 if self.coordinator_slot else workers
         self.parallel_writers = parallel_writers
         self.reverse_writer_dispatch = reverse_writer_dispatch
         self.writer_stagger_ms = writer_stagger_ms
         self._arguments = (path, options, list(procedure_modules))
         # spawn, not fork: the coordinator has threads, and a forked SQLite handle is unsafe.
         self._context = multiprocessing.get_context("spawn")
-        self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(workers)]
+        self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(self.workers)]
         self.restarts = 0
         self.costs = RequestCosts()
 
@@ -870,7 +892,8 @@ class ProcessExecutor:
             read_estimates = [estimates[p] for p in read_positions]
             if local:
                 local_reads, read_shares = split_reads_with_local(
-                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers)
+                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers,
+                    local_takes_costly=self.coordinator_slot)
             else:
                 local_reads, read_shares = [], split_reads(read_positions, read_estimates, loads)
             for slot, share in enumerate(read_shares):

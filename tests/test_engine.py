@@ -439,6 +439,34 @@ def test_cheap_reads_stay_in_process_and_costly_ones_go_to_the_workers():
     assert shipped and max(loads) - min(loads) <= 240, loads
 
 
+def test_this_process_takes_its_turn_at_costly_reads_when_it_is_one_of_the_workers():
+    from evedb.executor import split_reads_with_local
+
+    us = 1e-6
+    # One pool process and this one: costly reads dealt longest first over both (this process
+    # first on a tie), cheap ones as before.
+    kept, shares = split_reads_with_local([1, 2, 3, 4], [3000 * us, 2000 * us, 1500 * us, 50 * us], 0.0, 1,
+                                          local_takes_costly=True)
+    assert kept == [1, 4] and shares == [[2, 3]]
+    # A write share here counts: the costliest read then goes to the worker.
+    kept, shares = split_reads_with_local([1, 2], [3000 * us, 2000 * us], 1000 * us, 1, local_takes_costly=True)
+    assert kept == [2] and shares == [[1]]
+    # Without its turn (a full pool beside this process), costly reads all go to the pool.
+    kept, shares = split_reads_with_local([1, 2], [3000 * us, 2000 * us], 0.0, 2)
+    assert kept == [] and shares == [[1], [2]]
+
+
+def test_the_pool_has_one_process_fewer_when_this_process_is_a_worker(tmp_path):
+    path = str(tmp_path / "pool.db")
+    make_database(path)
+    for options, processes in (({}, 2), ({"local_writes": False}, 3), ({"parallel_writers": True}, 3)):
+        engine = ExecutionEngine(path, workers=3, **options)
+        try:
+            assert len(engine.worker_pids()) == processes, options
+        finally:
+            engine.close()
+
+
 def test_request_costs_learn_per_shape_and_stay_bounded():
     from evedb.executor import RequestCosts
 

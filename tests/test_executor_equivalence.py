@@ -275,10 +275,11 @@ def test_worker_dying_in_a_read_share_after_the_write_share_ran(tmp_path, commit
     marker = str(tmp_path / "died")
     reference = _sequential_reference(tmp_path, _die_batch(marker + ".ref"))
     with _dying_engine(tmp_path, local_writes) as engine:
-        # The procedure is costly and everything else cheap: it goes to a worker, and with
-        # local writes the rest stays here.
+        # The procedure is costly, the total costlier still: dealt longest first, the total
+        # takes the first slot (this process's, with local writes) and the procedure goes
+        # to a worker; the cheap requests stay here.
         engine._executor.costs._by_shape.update(
-            {("procedure", "equiv_read_or_die"): 0.5, POINT: 1e-6, TOTAL: 1e-6, BUMP: 1e-6})
+            {("procedure", "equiv_read_or_die"): 0.5, POINT: 1e-6, TOTAL: 1.0, BUMP: 1e-6})
         outcome = engine.execute(_die_batch(marker), commit=commit)
         assert os.path.exists(marker) and engine.stats.worker_restarts == 1
         if not commit:
