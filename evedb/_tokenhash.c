@@ -102,7 +102,8 @@ static int buffer_reserve(buffer *out, size_t more) {
 static int put_bytes(buffer *out, const void *bytes, size_t size) {
     if (buffer_reserve(out, size) < 0)
         return -1;
-    memcpy(out->data + out->size, bytes, size);
+    if (size) /* an empty blob's pointer may be NULL */
+        memcpy(out->data + out->size, bytes, size);
     out->size += size;
     return 0;
 }
@@ -177,6 +178,22 @@ static int pack_sized(buffer *out, const unsigned char *bytes, size_t size, int 
     return result < 0 ? -1 : put_bytes(out, bytes, size);
 }
 
+/* SQLite stores whatever bytes a TEXT value was given; apsw decodes TEXT strictly, so the
+ * Python reference refuses invalid UTF-8 with UnicodeDecodeError.  The same error here, so
+ * the two paths agree on which batches can be hashed (and a full build can follow). */
+static int check_utf8(const value_view *value) {
+    for (size_t i = 0; i < value->size; i++) {
+        if (value->bytes[i] & 0x80) {
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)value->bytes, (Py_ssize_t)value->size, NULL);
+            if (!text)
+                return -1;
+            Py_DECREF(text);
+            return 0;
+        }
+    }
+    return 0;
+}
+
 static int pack_value(buffer *out, const value_view *value) {
     switch (value->type) {
     case VALUE_INTEGER:
@@ -184,6 +201,8 @@ static int pack_value(buffer *out, const value_view *value) {
     case VALUE_FLOAT:
         return pack_float(out, value->real);
     case VALUE_TEXT:
+        if (check_utf8(value) < 0)
+            return -1;
         return pack_sized(out, value->bytes, value->size, 1);
     case VALUE_BLOB:
         return pack_sized(out, value->bytes, value->size, 0);
@@ -376,11 +395,11 @@ static int bind_value(sqlite3_stmt *statement, int index, const value_view *valu
     case VALUE_FLOAT:
         return sqlite3_bind_double(statement, index, value->real);
     case VALUE_TEXT:
-        return sqlite3_bind_text(statement, index, value->size ? (const char *)value->bytes : empty, (int)value->size,
-                                 SQLITE_TRANSIENT);
+        return sqlite3_bind_text64(statement, index, value->size ? (const char *)value->bytes : empty, value->size,
+                                   SQLITE_TRANSIENT, SQLITE_UTF8);
     case VALUE_BLOB:
-        return sqlite3_bind_blob(statement, index, value->size ? (const void *)value->bytes : empty, (int)value->size,
-                                 SQLITE_TRANSIENT);
+        return sqlite3_bind_blob64(statement, index, value->size ? (const void *)value->bytes : empty, value->size,
+                                   SQLITE_TRANSIENT);
     default:
         return sqlite3_bind_null(statement, index);
     }
@@ -470,7 +489,7 @@ static int read_current_row(row_reader *rows, PyObject *table, const value_view 
             PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash: an updated row is not in its table");
             return -1;
         }
-        return sqlite_failed(db, "reading an updated row");
+        return PyErr_Occurred() ? -1 : sqlite_failed(db, "reading an updated row");
     }
     for (int i = 0; i < columns; i++) {
         value_view *value = &row[i];
@@ -562,6 +581,14 @@ static void page_sums_free(page_sums *sums) {
     memset(sums, 0, sizeof *sums);
 }
 
+/* Fibonacci hashing: the product's high bits, so keys spaced by a power of two spread too. */
+static size_t page_slot(int64_t page, size_t capacity) {
+    int bits = 0;
+    while (((size_t)1 << bits) < capacity)
+        bits++;
+    return bits ? (size_t)(((uint64_t)page * 0x9E3779B97F4A7C15ULL) >> (64 - bits)) : 0;
+}
+
 static int page_sums_grow(page_sums *sums) {
     page_sums bigger = {0};
     bigger.capacity = sums->capacity ? sums->capacity * 2 : 64;
@@ -576,7 +603,7 @@ static int page_sums_grow(page_sums *sums) {
     for (size_t i = 0; i < sums->capacity; i++) {
         if (!sums->used[i])
             continue;
-        size_t slot = (uint64_t)sums->pages[i] * 0x9E3779B97F4A7C15ULL & (bigger.capacity - 1);
+        size_t slot = page_slot(sums->pages[i], bigger.capacity);
         while (bigger.used[slot])
             slot = (slot + 1) & (bigger.capacity - 1);
         bigger.used[slot] = 1;
@@ -592,7 +619,7 @@ static int page_sums_grow(page_sums *sums) {
 static int page_sums_add(page_sums *sums, int64_t page, u128 delta) {
     if ((sums->count + 1) * 2 > sums->capacity && page_sums_grow(sums) < 0)
         return -1;
-    size_t slot = (uint64_t)page * 0x9E3779B97F4A7C15ULL & (sums->capacity - 1);
+    size_t slot = page_slot(page, sums->capacity);
     while (sums->used[slot] && sums->pages[slot] != page)
         slot = (slot + 1) & (sums->capacity - 1);
     if (!sums->used[slot]) {
@@ -645,7 +672,8 @@ static int page_sums_flush(page_sums *sums, PyObject *table, PyObject *deltas) {
         if (failed)
             return -1;
     }
-    memset(sums->used, 0, sums->capacity);
+    if (sums->capacity)
+        memset(sums->used, 0, sums->capacity);
     sums->count = 0;
     return 0;
 }
@@ -911,8 +939,8 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     unsigned long long buckets;
     if (!PyArg_ParseTuple(args, "sLK", &library, &page_rows, &buckets))
         return NULL;
-    if (page_rows <= 0 || buckets == 0) {
-        PyErr_SetString(PyExc_ValueError, "rows per page and hash buckets must be positive");
+    if (page_rows < 2 || buckets == 0) {
+        PyErr_SetString(PyExc_ValueError, "rows per page must be 2 or more and hash buckets positive");
         return NULL;
     }
     /* RTLD_NOLOAD: only a library Python has already imported (the xxhash module) is used. */
@@ -945,9 +973,17 @@ static PyObject *name_client_id, *name_request_id, *name_results, *name_error, *
  * caller then encodes the batch in Python, which writes it or raises as it always did. */
 static PyObject *NotEncodable;
 
-static int pack_object(buffer *out, PyObject *value);
+static int pack_nested(buffer *out, PyObject *value, int depth);
 
-static int pack_sequence(buffer *out, PyObject *sequence) {
+/* Nesting deeper than msgpack-python's own limit (or a list that holds itself) is left to it,
+ * so both paths fail the same way, and the C stack never overflows. */
+#define MAX_NESTING 256
+
+static int pack_sequence(buffer *out, PyObject *sequence, int depth) {
+    if (depth > MAX_NESTING) {
+        PyErr_SetString(NotEncodable, "nesting too deep");
+        return -1;
+    }
     PyObject *fast = PySequence_Fast(sequence, "not a sequence");
     if (!fast)
         return -1;
@@ -955,14 +991,14 @@ static int pack_sequence(buffer *out, PyObject *sequence) {
     PyObject **items = PySequence_Fast_ITEMS(fast);
     int result = pack_array_header(out, (size_t)count);
     for (Py_ssize_t i = 0; result == 0 && i < count; i++)
-        result = pack_object(out, items[i]);
+        result = pack_nested(out, items[i], depth + 1);
     Py_DECREF(fast);
     return result;
 }
 
 /* A value as msgpack-python's packb(use_bin_type=True) writes it: None, bool, int, float,
  * str, bytes, and tuples and lists of those; anything else raises NotEncodable. */
-static int pack_object(buffer *out, PyObject *value) {
+static int pack_nested(buffer *out, PyObject *value, int depth) {
     if (value == Py_None) {
         unsigned char tag = 0xc0;
         return put_bytes(out, &tag, 1);
@@ -1005,9 +1041,13 @@ static int pack_object(buffer *out, PyObject *value) {
     if (PyBytes_Check(value))
         return pack_sized(out, (const unsigned char *)PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value), 0);
     if (PyTuple_Check(value) || PyList_Check(value))
-        return pack_sequence(out, value);
+        return pack_sequence(out, value, depth);
     PyErr_Format(NotEncodable, "a %.100s", Py_TYPE(value)->tp_name);
     return -1;
+}
+
+static int pack_object(buffer *out, PyObject *value) {
+    return pack_nested(out, value, 0);
 }
 
 /* Packs getattr(object, name) with pack_object. */
@@ -1180,8 +1220,26 @@ static PyObject *RowReader_close(RowReader *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static void RowReader_dealloc(RowReader *self) {
+/* A Worker holds its reader, and the reader its Worker's bound row_select: a cycle, so the
+ * type takes part in garbage collection (an unclosed Worker is then still freed). */
+static int RowReader_traverse(RowReader *self, visitproc visit, void *arg) {
+    Py_VISIT(self->connection);
+    Py_VISIT(self->row_select);
+    for (int i = 0; i < READER_SLOTS; i++) {
+        Py_VISIT(self->tables[i]);
+        Py_VISIT(self->sqls[i]);
+    }
+    return 0;
+}
+
+static int RowReader_clear(RowReader *self) {
     row_reader_close_all(self); /* the statements first: the connection is still referenced */
+    return 0;
+}
+
+static void RowReader_dealloc(RowReader *self) {
+    PyObject_GC_UnTrack(self);
+    row_reader_close_all(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1195,7 +1253,9 @@ static PyTypeObject RowReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "evedb._tokenhash.RowReader",
     .tp_doc = "RowReader(connection, row_select): reads partial UPDATEs' rows for changeset_deltas.",
     .tp_basicsize = sizeof(RowReader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)RowReader_traverse,
+    .tp_clear = (inquiry)RowReader_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)RowReader_init,
     .tp_dealloc = (destructor)RowReader_dealloc,

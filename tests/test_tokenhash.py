@@ -346,3 +346,63 @@ def test_a_decoded_reply_equals_the_original_and_keeps_its_bytes():
     assert decoded == reply  # the kept bytes are not part of a reply's equality
     assert decoded.encoded == codec.pack(codec.reply_to_plain(reply))
     assert decoded.results[0].rows == ((1,), (None,))
+
+
+def test_nesting_msgpack_refuses_is_refused_alike_and_never_overflows_the_stack():
+    def reply_holding(value):
+        return [Reply("c", 1, (StatementResult((), ((value,),), 1, None),))]
+
+    def nested(depth):
+        value = 1
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    for depth in (10, 255, 256, 257, 1000):  # 257 and more: left to msgpack, which still writes them
+        assert codec.encode_replies(reply_holding(nested(depth))) == codec.encode_replies_python(
+            reply_holding(nested(depth)))
+    holds_itself: list = []
+    holds_itself.append(holds_itself)
+    for deep in (nested(5000), holds_itself):
+        with pytest.raises(ValueError):
+            codec.encode_replies_python(reply_holding(deep))
+        with pytest.raises(ValueError):
+            codec.encode_replies(reply_holding(deep))
+
+
+def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path, seeded_database):
+    def store_bad_text(connection):
+        connection.execute("INSERT INTO kv VALUES (9999, CAST(x'ff41' AS TEXT))")
+
+    path = tmp_path / "changes.db"
+    path.write_bytes(seeded_database)
+    worker = Worker(str(path), storage.StorageOptions())
+    try:
+        with worker.authorizer.internal():
+            worker.connection.execute("BEGIN")
+            session = apsw.Session(worker.connection, "main")
+            session.attach()
+            store_bad_text(worker.connection)
+            changeset = session.changeset()
+            session.close()
+            with pytest.raises(UnicodeDecodeError):
+                worker.page_deltas_python(changeset)
+            with pytest.raises(UnicodeDecodeError):
+                worker.page_deltas(changeset)
+            worker.connection.execute("ROLLBACK")
+    finally:
+        worker.close()
+
+
+def test_a_worker_never_closed_is_still_freed(tmp_path):
+    import gc
+    import weakref
+
+    path = str(tmp_path / "unclosed.db")
+    storage.open_connection(path).close()
+    worker = Worker(path, storage.StorageOptions())
+    assert worker._row_reader is not None  # worker -> reader -> worker._row_select: a cycle
+    gone = weakref.ref(worker)
+    del worker
+    gc.collect()
+    assert gone() is None
