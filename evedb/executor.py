@@ -457,9 +457,8 @@ class Worker:
         if native is None:
             return self.page_deltas_python(changeset)
         deltas, partial_updates = native.changeset_deltas(changeset, apsw.no_change, self._row_reader)
-        row_selects: dict[str, str] = {}
         for table, indexes, old in partial_updates:
-            self._add_partial_update(deltas, row_selects, table, indexes, old)
+            self._add_partial_update(deltas, table, indexes, old, merkle.row_hash)
         return deltas
 
     def page_deltas_python(self, changeset: bytes) -> dict:
@@ -471,7 +470,6 @@ class Worker:
         row_hash, page_of, modulus = merkle.row_hash_python, merkle.page_of, merkle.HASH_MODULUS
         no_change = apsw.no_change
         key_indexes: dict[str, tuple[int, ...]] = {}
-        row_selects: dict[str, str] = {}
         for change in apsw.Changeset.iter(changeset):
             table = change.name
             indexes = key_indexes.get(table)
@@ -489,7 +487,7 @@ class Worker:
             else:
                 old = change.old
                 if no_change in old:
-                    self._add_partial_update(deltas, row_selects, table, indexes, old)
+                    self._add_partial_update(deltas, table, indexes, old, row_hash)
                     continue
                 key = tuple([old[i] for i in indexes])
                 new_row = tuple([o if n is no_change else n for o, n in zip(old, change.new)])
@@ -498,18 +496,15 @@ class Worker:
             deltas[page] = (get(page, 0) + delta) % modulus
         return deltas
 
-    def _add_partial_update(self, deltas: dict, row_selects: dict, table: str, indexes, old) -> None:
+    def _add_partial_update(self, deltas: dict, table: str, indexes, old, row_hash) -> None:
         """An UPDATE whose change lacks the columns it left alone: they are read from the row
         as the open transaction sees it (the new row), and the old row is that with the
-        changed columns' old values."""
+        changed columns' old values.  `row_hash` is the C or the Python one, as the caller's."""
         key = tuple([old[i] for i in indexes])
-        select = row_selects.get(table)
-        if select is None:
-            select = row_selects[table] = self._row_select(table)
-        new_row = self.connection.execute(select, key).fetchall()[0]
+        new_row = self.connection.execute(self._row_select(table), key).fetchall()[0]
         old_row = tuple([n if o is apsw.no_change else o for o, n in zip(old, new_row)])
         page = (table, merkle.page_of(key))
-        delta = merkle.row_hash(table, new_row) - merkle.row_hash(table, old_row)
+        delta = row_hash(table, new_row) - row_hash(table, old_row)
         deltas[page] = (deltas.get(page, 0) + delta) % merkle.HASH_MODULUS
 
     def _row_select(self, table: str) -> str:

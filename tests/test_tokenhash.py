@@ -371,9 +371,6 @@ def test_nesting_msgpack_refuses_is_refused_alike_and_never_overflows_the_stack(
 
 
 def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path, seeded_database):
-    def store_bad_text(connection):
-        connection.execute("INSERT INTO kv VALUES (9999, CAST(x'ff41' AS TEXT))")
-
     path = tmp_path / "changes.db"
     path.write_bytes(seeded_database)
     worker = Worker(str(path), storage.StorageOptions())
@@ -382,7 +379,7 @@ def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path
             worker.connection.execute("BEGIN")
             session = apsw.Session(worker.connection, "main")
             session.attach()
-            store_bad_text(worker.connection)
+            worker.connection.execute("INSERT INTO kv VALUES (9999, CAST(x'ff41' AS TEXT))")
             changeset = session.changeset()
             session.close()
             with pytest.raises(UnicodeDecodeError):
