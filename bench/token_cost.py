@@ -6,7 +6,7 @@ changed rows + the coordinator's Merkle tree update, state root and reply hash).
 per workload: token_seconds / execute_seconds (median over rounds of the per-round shares;
 goal <= 10%), the parts of the token (worker hashing vs coordinator tree/root/replies), and
 µs per changed row of worker hashing (changed rows counted from the batch changesets: an
-UPDATE is one changed row, hashed twice plus one SELECT of the new row).
+UPDATE is one changed row, whose changed cells are hashed twice, old and new).
 
 Workloads, on the TPC-W-like data of `common.populate_tpcw`:
 - `write_b64`, `write_b256`: write-heavy batches of 64 and 256 requests: 30% kv point UPDATE,

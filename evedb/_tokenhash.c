@@ -5,38 +5,28 @@
  * Owns nothing new: it computes exactly what evedb/merkle.py and evedb/codec.py define
  * (they are the reference and the fallback), only without the interpreter in the loop.  A
  * write batch's token was mostly this: per changed row, iterating the changeset in Python,
- * packing the row with msgpack and hashing it cost about 5 microseconds.  Here a changeset is read in its
- * documented binary form (sqlite3session.h: table headers, then INSERT/DELETE/UPDATE records
- * of typed values), each row is packed into msgpack bytes identical to merkle.row_hash's, and
- * hashed by the xxh3 functions of the xxhash module evedb already depends on: their address
- * is looked up in that module's shared library, so the hash is the very same code.
+ * packing and hashing cost about 5 microseconds.  Here a changeset is read in its documented
+ * binary form (sqlite3session.h: table headers, then INSERT/DELETE/UPDATE records of typed
+ * values), each cell is packed into msgpack bytes identical to merkle.cell_hash's, and hashed
+ * by the xxh3 functions of the xxhash module evedb already depends on: their address is
+ * looked up in that module's shared library, so the hash is the very same code.
  *
  * Functions:
  * - configure(xxhash_library, rows_per_page, hash_buckets): bind the hash functions and the
  *   page geometry (merkle.py passes its own constants, so they are written down once);
- * - changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates): deltas
- *   maps (table, page) to the sum mod 2**128 of +hash(new row) - hash(old row); an UPDATE
- *   whose old record lacks a column (it left that column unchanged) cannot be hashed from
- *   the changeset alone: given a RowReader it is completed here by reading the row as the
- *   open transaction sees it; otherwise it is returned as a (table, key column indexes, old
- *   record) tuple, with `no_change` where a value is absent, for the caller to complete;
- * - RowReader(connection, row_select): an apsw Connection and `row_select(table)`, the SQL
- *   that reads one row by key; it keeps one prepared statement per table until close();
- * - row_hash(table, row) -> int: merkle.row_hash of a tuple of SQLite values;
+ * - changeset_deltas(changeset) -> deltas: maps (table, page) to the sum mod 2**128 of the
+ *   hashes of the cells that entered minus those that left: an INSERT's or DELETE's whole
+ *   row, an UPDATE's changed columns (the changeset has their old and new values, and the
+ *   key; the cells it left alone cancel out, so no row is ever read);
+ * - row_hash(table, key, row) -> int: merkle.row_hash of tuples of SQLite values;
  * - encode_reply(reply) -> bytes: codec.encode_reply;
  * - encode_replies(replies) -> bytes: codec.encode_replies (the bytes the token's reply hash
  *   covers); a value it does not write (a procedure's dict, say) raises NotEncodable and
  *   codec.py encodes that batch itself.
  *
- * Reading rows needs SQLite's own functions, and the SQLite in this process is the copy
- * linked into apsw, whose symbols are not exported: the library is therefore also a SQLite
- * extension (entry point sqlite3_evedbtokenhash_init) that only keeps the routines table
- * SQLite hands it.  evedb/storage.py loads it once per process into a private connection.
- *
  * Rules kept: byte-for-byte the encodings of merkle.py and codec.py (msgpack-python's
  * smallest forms, str as UTF-8, floats as float 64); every read of the changeset is
- * bounds-checked, and a malformed one raises ValueError; no state but the configuration and
- * a RowReader's statements.
+ * bounds-checked, and a malformed one raises ValueError; no state but the configuration.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -44,11 +34,6 @@
 #include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
-
-#include <sqlite3ext.h>
-/* Static, unlike SQLITE_EXTENSION_INIT1's: SQLite loads extensions RTLD_GLOBAL, and this
- * library's routines pointer must not be interposed by another extension's. */
-static const sqlite3_api_routines *sqlite3_api = 0;
 
 typedef struct {
     uint64_t low64;
@@ -221,17 +206,71 @@ static u128 hash128(const buffer *bytes) {
     return ((u128)value.high64 << 64) | value.low64;
 }
 
-/* merkle.row_hash: xxh3-128 of msgpack([table, [values...]]). */
-static int row_hash_of_values(buffer *scratch, const char *table, size_t table_size, const value_view *values,
-                              int columns, u128 *hash) {
+static int malformed(const char *what);
+
+/* The start of merkle.cell_hash's bytes, msgpack([table, [key values...], ...: the part every
+ * cell of one row shares.  Leaves scratch holding it; returns its size through *prefix. */
+static int pack_cell_prefix(buffer *scratch, const char *table, size_t table_size, const value_view *values,
+                            const int *key_columns, int key_count, size_t *prefix) {
     scratch->size = 0;
-    if (pack_array_header(scratch, 2) < 0 || pack_sized(scratch, (const unsigned char *)table, table_size, 1) < 0 ||
-        pack_array_header(scratch, (size_t)columns) < 0)
+    if (pack_array_header(scratch, 4) < 0 || pack_sized(scratch, (const unsigned char *)table, table_size, 1) < 0 ||
+        pack_array_header(scratch, (size_t)key_count) < 0)
         return -1;
-    for (int i = 0; i < columns; i++)
-        if (pack_value(scratch, &values[i]) < 0)
+    for (int i = 0; i < key_count; i++)
+        if (pack_value(scratch, &values[key_columns[i]]) < 0)
             return -1;
+    *prefix = scratch->size;
+    return 0;
+}
+
+/* merkle.cell_hash of column `index`, after the row's prefix already in scratch. */
+static int cell_hash(buffer *scratch, size_t prefix, int index, const value_view *value, u128 *hash) {
+    scratch->size = prefix;
+    if (pack_integer(scratch, index) < 0 || pack_value(scratch, value) < 0)
+        return -1;
     *hash = hash128(scratch);
+    return 0;
+}
+
+/* merkle.row_hash: the sum of every cell's hash (unsigned, so modulo 2**128). */
+static int row_hash_of_values(buffer *scratch, const char *table, size_t table_size, const value_view *values,
+                              int columns, const int *key_columns, int key_count, u128 *hash) {
+    size_t prefix;
+    u128 sum = 0, cell;
+    if (pack_cell_prefix(scratch, table, table_size, values, key_columns, key_count, &prefix) < 0)
+        return -1;
+    for (int i = 0; i < columns; i++) {
+        if (cell_hash(scratch, prefix, i, &values[i], &cell) < 0)
+            return -1;
+        sum += cell;
+    }
+    *hash = sum;
+    return 0;
+}
+
+/* An UPDATE's delta: the changed columns' new cells minus their old ones.  SQLite records an
+ * UPDATE of a key column as a DELETE and an INSERT, so a key column never changes here. */
+static int update_delta(buffer *scratch, const char *table, size_t table_size, const value_view *old_values,
+                        const value_view *new_values, int columns, const int *key_columns, int key_count,
+                        u128 *delta) {
+    size_t prefix;
+    u128 sum = 0, old_cell, new_cell;
+    for (int i = 0; i < key_count; i++)
+        if (old_values[key_columns[i]].type == VALUE_ABSENT || new_values[key_columns[i]].type != VALUE_ABSENT)
+            return malformed("an UPDATE without its key, or changing it");
+    if (pack_cell_prefix(scratch, table, table_size, old_values, key_columns, key_count, &prefix) < 0)
+        return -1;
+    for (int i = 0; i < columns; i++) {
+        if (new_values[i].type == VALUE_ABSENT)
+            continue;
+        if (old_values[i].type == VALUE_ABSENT)
+            return malformed("an UPDATE changes a column without its old value");
+        if (cell_hash(scratch, prefix, i, &new_values[i], &new_cell) < 0 ||
+            cell_hash(scratch, prefix, i, &old_values[i], &old_cell) < 0)
+            return -1;
+        sum += new_cell - old_cell;
+    }
+    *delta = sum;
     return 0;
 }
 
@@ -336,220 +375,6 @@ static int read_record(changeset_reader *in, value_view *values, int columns) {
         }
     }
     return 0;
-}
-
-/* --- completing a partial UPDATE by reading the row --- */
-
-/* A connection's row reads, one prepared statement per table, kept between calls (preparing
- * costs more than reading: the authorizer is asked about every column).  The apsw
- * Connection is referenced, so it outlives the statements; close() finalizes them and must
- * come before the connection's own close (evedb's Worker.close does that). */
-#define READER_SLOTS 32
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *connection;
-    sqlite3 *db;
-    PyObject *row_select; /* callable: table -> SQL of one row by key */
-    int next_slot;
-    PyObject *tables[READER_SLOTS];
-    PyObject *sqls[READER_SLOTS];
-    sqlite3_stmt *statements[READER_SLOTS];
-} RowReader;
-
-static void row_reader_close_all(RowReader *reader) {
-    for (int i = 0; i < READER_SLOTS; i++) {
-        if (reader->statements[i])
-            sqlite3_finalize(reader->statements[i]);
-        reader->statements[i] = NULL;
-        Py_CLEAR(reader->tables[i]);
-        Py_CLEAR(reader->sqls[i]);
-    }
-    reader->db = NULL;
-    Py_CLEAR(reader->row_select);
-    Py_CLEAR(reader->connection);
-}
-
-/* One call's use of a RowReader: the statement of the table being read. */
-typedef struct {
-    RowReader *reader;
-    sqlite3_stmt *statement;
-    int looked_up; /* the current table's statement was looked for */
-} row_reader;
-
-static void row_reader_next_table(row_reader *rows) {
-    rows->statement = NULL;
-    rows->looked_up = 0;
-}
-
-static int sqlite_failed(sqlite3 *db, const char *doing) {
-    PyErr_Format(PyExc_RuntimeError, "evedb._tokenhash: %s: %s", doing, sqlite3_errmsg(db));
-    return -1;
-}
-
-static int bind_value(sqlite3_stmt *statement, int index, const value_view *value) {
-    static const char empty[1] = {0};
-    switch (value->type) {
-    case VALUE_INTEGER:
-        return sqlite3_bind_int64(statement, index, value->integer);
-    case VALUE_FLOAT:
-        return sqlite3_bind_double(statement, index, value->real);
-    case VALUE_TEXT:
-        return sqlite3_bind_text64(statement, index, value->size ? (const char *)value->bytes : empty, value->size,
-                                   SQLITE_TRANSIENT, SQLITE_UTF8);
-    case VALUE_BLOB:
-        return sqlite3_bind_blob64(statement, index, value->size ? (const void *)value->bytes : empty, value->size,
-                                   SQLITE_TRANSIENT);
-    default:
-        return sqlite3_bind_null(statement, index);
-    }
-}
-
-/* Reads the row with old's key into `row` (pointers valid until the statement is reset).
- * Returns 1 when read, 0 when this table cannot be read here (the caller hands the change
- * back to Python), -1 on error. */
-static int sqlite_failed(sqlite3 *db, const char *doing);
-
-/* The reader's statement for `table`, prepared if its SQL is new; NULL without an error when
- * that SQL does not read exactly the changeset's columns by the key's columns. */
-static sqlite3_stmt *statement_for(RowReader *reader, PyObject *table, int columns, int key_count) {
-    PyObject *sql = PyObject_CallOneArg(reader->row_select, table);
-    if (!sql)
-        return NULL;
-    if (!PyUnicode_Check(sql)) {
-        Py_DECREF(sql);
-        PyErr_SetString(PyExc_TypeError, "row_select must return the SQL text");
-        return NULL;
-    }
-    int slot = -1;
-    for (int i = 0; i < READER_SLOTS && slot < 0; i++)
-        if (reader->tables[i] && PyUnicode_Compare(reader->tables[i], table) == 0)
-            slot = i;
-    if (slot >= 0 && PyUnicode_Compare(reader->sqls[slot], sql) == 0) {
-        Py_DECREF(sql);
-        sqlite3_stmt *statement = reader->statements[slot];
-        /* Re-checked on every use: the same SQL reads more columns after an ALTER TABLE. */
-        if (sqlite3_column_count(statement) != columns || sqlite3_bind_parameter_count(statement) != key_count)
-            return NULL;
-        return statement;
-    }
-    if (slot < 0) { /* a free slot, or the next one round-robin */
-        slot = reader->next_slot;
-        reader->next_slot = (reader->next_slot + 1) % READER_SLOTS;
-    }
-    if (reader->statements[slot])
-        sqlite3_finalize(reader->statements[slot]);
-    reader->statements[slot] = NULL;
-    Py_CLEAR(reader->tables[slot]);
-    Py_CLEAR(reader->sqls[slot]);
-    const char *text = PyUnicode_AsUTF8(sql);
-    sqlite3_stmt *statement = NULL;
-    int status = text ? sqlite3_prepare_v3(reader->db, text, -1, SQLITE_PREPARE_PERSISTENT, &statement, NULL)
-                      : SQLITE_ERROR;
-    if (!text || status != SQLITE_OK) {
-        Py_DECREF(sql);
-        if (statement)
-            sqlite3_finalize(statement);
-        /* The authorizer may have raised in Python: that error wins. */
-        if (!PyErr_Occurred())
-            sqlite_failed(reader->db, "preparing a row read");
-        return NULL;
-    }
-    reader->statements[slot] = statement;
-    reader->tables[slot] = Py_NewRef(table);
-    reader->sqls[slot] = sql;
-    if (sqlite3_column_count(statement) != columns || sqlite3_bind_parameter_count(statement) != key_count)
-        return NULL;
-    return statement;
-}
-
-/* Reads the row with old's key into `row` (pointers valid until the statement is reset; the
- * caller resets it).  Returns 1 when read, 0 when this table cannot be read here (the
- * caller hands the change back to Python), -1 on error. */
-static int read_current_row(row_reader *rows, PyObject *table, const value_view *old, const int *key_columns,
-                            int key_count, value_view *row, int columns) {
-    if (!rows->reader)
-        return 0;
-    if (!rows->looked_up) {
-        rows->looked_up = 1;
-        rows->statement = statement_for(rows->reader, table, columns, key_count);
-        if (!rows->statement && PyErr_Occurred())
-            return -1;
-    }
-    if (!rows->statement)
-        return 0;
-    sqlite3_stmt *statement = rows->statement;
-    sqlite3 *db = rows->reader->db;
-    for (int i = 0; i < key_count; i++)
-        if (bind_value(statement, i + 1, &old[key_columns[i]]) != SQLITE_OK)
-            return sqlite_failed(db, "binding a key");
-    int status = sqlite3_step(statement);
-    if (status != SQLITE_ROW) {
-        if (status == SQLITE_DONE) {
-            PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash: an updated row is not in its table");
-            return -1;
-        }
-        return PyErr_Occurred() ? -1 : sqlite_failed(db, "reading an updated row");
-    }
-    for (int i = 0; i < columns; i++) {
-        value_view *value = &row[i];
-        value->type = sqlite3_column_type(statement, i);
-        switch (value->type) {
-        case SQLITE_INTEGER:
-            value->type = VALUE_INTEGER;
-            value->integer = sqlite3_column_int64(statement, i);
-            break;
-        case SQLITE_FLOAT:
-            value->type = VALUE_FLOAT;
-            value->real = sqlite3_column_double(statement, i);
-            break;
-        case SQLITE_TEXT:
-            value->type = VALUE_TEXT;
-            value->bytes = sqlite3_column_text(statement, i);
-            value->size = (size_t)sqlite3_column_bytes(statement, i);
-            break;
-        case SQLITE_BLOB:
-            value->type = VALUE_BLOB;
-            value->bytes = sqlite3_column_blob(statement, i);
-            value->size = (size_t)sqlite3_column_bytes(statement, i);
-            break;
-        default:
-            value->type = VALUE_NULL;
-        }
-    }
-    return 1;
-}
-
-static PyObject *value_object(const value_view *value, PyObject *no_change) {
-    switch (value->type) {
-    case VALUE_INTEGER:
-        return PyLong_FromLongLong(value->integer);
-    case VALUE_FLOAT:
-        return PyFloat_FromDouble(value->real);
-    case VALUE_TEXT:
-        return PyUnicode_DecodeUTF8((const char *)value->bytes, (Py_ssize_t)value->size, NULL);
-    case VALUE_BLOB:
-        return PyBytes_FromStringAndSize((const char *)value->bytes, (Py_ssize_t)value->size);
-    case VALUE_NULL:
-        Py_RETURN_NONE;
-    default:
-        return Py_NewRef(no_change);
-    }
-}
-
-static PyObject *record_tuple(const value_view *values, int columns, PyObject *no_change) {
-    PyObject *row = PyTuple_New(columns);
-    if (!row)
-        return NULL;
-    for (int i = 0; i < columns; i++) {
-        PyObject *item = value_object(&values[i], no_change);
-        if (!item) {
-            Py_DECREF(row);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(row, i, item);
-    }
-    return row;
 }
 
 static PyObject *u128_object(u128 value) {
@@ -678,8 +503,6 @@ static int page_sums_flush(page_sums *sums, PyObject *table, PyObject *deltas) {
     return 0;
 }
 
-static PyTypeObject RowReaderType;
-
 static int not_configured(void) {
     if (xxh3_128 && xxh3_64)
         return 0;
@@ -687,38 +510,23 @@ static int not_configured(void) {
     return -1;
 }
 
-static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
+static PyObject *changeset_deltas(PyObject *module, PyObject *changeset_object) {
     (void)module;
     Py_buffer changeset;
-    PyObject *no_change, *reader_object = Py_None;
-    if (!PyArg_ParseTuple(args, "y*O|O", &changeset, &no_change, &reader_object))
+    if (not_configured() < 0 || PyObject_GetBuffer(changeset_object, &changeset, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (not_configured() < 0) {
-        PyBuffer_Release(&changeset);
-        return NULL;
-    }
-    row_reader rows = {NULL, NULL, 0};
-    if (reader_object != Py_None) {
-        if (!PyObject_TypeCheck(reader_object, &RowReaderType) || !((RowReader *)reader_object)->db) {
-            PyBuffer_Release(&changeset);
-            PyErr_SetString(PyExc_ValueError, "the reader must be an open RowReader");
-            return NULL;
-        }
-        rows.reader = (RowReader *)reader_object;
-    }
     changeset_reader in = {changeset.buf, (size_t)changeset.len, 0};
     buffer scratch = {0};
     page_sums sums = {0};
-    value_view *old_values = NULL, *new_values = NULL, *row = NULL;
+    value_view *old_values = NULL, *new_values = NULL;
     int *key_columns = NULL;
     int columns = 0, key_count = 0;
     const char *table_name = NULL;
     size_t table_size = 0;
-    PyObject *table = NULL, *key_tuple = NULL;
+    PyObject *table = NULL;
     PyObject *deltas = PyDict_New();
-    PyObject *partial = PyList_New(0);
     PyObject *result = NULL;
-    if (!deltas || !partial)
+    if (!deltas)
         goto done;
 
     while (in.at < in.size) {
@@ -728,7 +536,6 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
             in.at++;
             if (table && page_sums_flush(&sums, table, deltas) < 0)
                 goto done;
-            row_reader_next_table(&rows);
             uint64_t count;
             if (read_varint(&in, &count) < 0)
                 goto done;
@@ -739,13 +546,11 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
             columns = (int)count;
             PyMem_Free(old_values);
             PyMem_Free(new_values);
-            PyMem_Free(row);
             PyMem_Free(key_columns);
             old_values = PyMem_Calloc(columns, sizeof *old_values);
             new_values = PyMem_Calloc(columns, sizeof *new_values);
-            row = PyMem_Calloc(columns, sizeof *row);
             key_columns = PyMem_Calloc(columns, sizeof *key_columns);
-            if (!old_values || !new_values || !row || !key_columns) {
+            if (!old_values || !new_values || !key_columns) {
                 PyErr_NoMemory();
                 goto done;
             }
@@ -763,19 +568,9 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
             table_size = (size_t)(end - (in.data + in.at));
             in.at += table_size + 1;
             Py_XDECREF(table);
-            Py_CLEAR(key_tuple);
             table = PyUnicode_DecodeUTF8(table_name, (Py_ssize_t)table_size, NULL);
             if (!table)
                 goto done;
-            key_tuple = PyTuple_New(key_count);
-            if (!key_tuple)
-                goto done;
-            for (int i = 0; i < key_count; i++) {
-                PyObject *index = PyLong_FromLong(key_columns[i]);
-                if (!index)
-                    goto done;
-                PyTuple_SET_ITEM(key_tuple, i, index);
-            }
             continue;
         }
         if (!table) {
@@ -788,81 +583,41 @@ static PyObject *changeset_deltas(PyObject *module, PyObject *args) {
         }
         unsigned char operation = in.data[in.at];
         in.at += 2; /* the operation and the "indirect" flag */
-        u128 delta, old_hash, new_hash;
+        u128 delta;
         int64_t page;
         if (operation == OP_INSERT || operation == OP_DELETE) {
             if (read_record(&in, old_values, columns) < 0 ||
-                row_hash_of_values(&scratch, table_name, table_size, old_values, columns, &old_hash) < 0 ||
-                page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0)
+                row_hash_of_values(&scratch, table_name, table_size, old_values, columns, key_columns, key_count,
+                                   &delta) < 0)
                 goto done;
-            delta = operation == OP_INSERT ? old_hash : (u128)0 - old_hash;
+            if (operation == OP_DELETE)
+                delta = (u128)0 - delta;
         } else if (operation == OP_UPDATE) {
-            if (read_record(&in, old_values, columns) < 0 || read_record(&in, new_values, columns) < 0)
+            if (read_record(&in, old_values, columns) < 0 || read_record(&in, new_values, columns) < 0 ||
+                update_delta(&scratch, table_name, table_size, old_values, new_values, columns, key_columns,
+                             key_count, &delta) < 0)
                 goto done;
-            int complete = 1;
-            for (int i = 0; i < columns; i++) {
-                if (old_values[i].type == VALUE_ABSENT)
-                    complete = 0;
-                row[i] = new_values[i].type == VALUE_ABSENT ? old_values[i] : new_values[i];
-            }
-            if (!complete) {
-                /* The new row as it is now; the old one is that with the changed columns' old
-                 * values (every column the UPDATE changed has its old value in the change). */
-                int read = read_current_row(&rows, table, old_values, key_columns, key_count, row, columns);
-                if (read < 0)
-                    goto done;
-                if (read) {
-                    for (int i = 0; i < columns; i++)
-                        if (old_values[i].type == VALUE_ABSENT)
-                            old_values[i] = row[i];
-                    int failed = row_hash_of_values(&scratch, table_name, table_size, old_values, columns, &old_hash) < 0 ||
-                                 row_hash_of_values(&scratch, table_name, table_size, row, columns, &new_hash) < 0 ||
-                                 page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0;
-                    sqlite3_reset(rows.statement); /* no read stays open past its row */
-                    if (failed || page_sums_add(&sums, page, new_hash - old_hash) < 0)
-                        goto done;
-                    continue;
-                }
-                /* Columns the UPDATE left alone are not in the changeset: the caller reads them. */
-                PyObject *old_row = record_tuple(old_values, columns, no_change);
-                PyObject *entry = old_row ? PyTuple_Pack(3, table, key_tuple, old_row) : NULL;
-                Py_XDECREF(old_row);
-                int failed = !entry || PyList_Append(partial, entry) < 0;
-                Py_XDECREF(entry);
-                if (failed)
-                    goto done;
-                continue;
-            }
-            if (row_hash_of_values(&scratch, table_name, table_size, old_values, columns, &old_hash) < 0 ||
-                row_hash_of_values(&scratch, table_name, table_size, row, columns, &new_hash) < 0 ||
-                page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0)
-                goto done;
-            delta = new_hash - old_hash;
         } else {
             malformed("unknown operation");
             goto done;
         }
-        if (page_sums_add(&sums, page, delta) < 0)
+        if (page_of_key(&scratch, old_values, key_columns, key_count, &page) < 0 ||
+            page_sums_add(&sums, page, delta) < 0)
             goto done;
     }
     if (table && page_sums_flush(&sums, table, deltas) < 0)
         goto done;
-    result = PyTuple_Pack(2, deltas, partial);
+    result = Py_NewRef(deltas);
 
 done:
-    if (rows.statement)
-        sqlite3_reset(rows.statement);
     PyBuffer_Release(&changeset);
     PyMem_Free(scratch.data);
     page_sums_free(&sums);
     PyMem_Free(old_values);
     PyMem_Free(new_values);
-    PyMem_Free(row);
     PyMem_Free(key_columns);
     Py_XDECREF(table);
-    Py_XDECREF(key_tuple);
     Py_XDECREF(deltas);
-    Py_XDECREF(partial);
     return result;
 }
 
@@ -902,10 +657,26 @@ static int value_of_object(PyObject *object, value_view *value) {
     return 0;
 }
 
+/* Values of a Python tuple as a changeset record would hold them. */
+static value_view *values_of_tuple(PyObject *tuple) {
+    Py_ssize_t count = PyTuple_GET_SIZE(tuple);
+    value_view *values = PyMem_Calloc(count ? count : 1, sizeof *values);
+    if (!values) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (value_of_object(PyTuple_GET_ITEM(tuple, i), &values[i]) < 0) {
+            PyMem_Free(values);
+            return NULL;
+        }
+    return values;
+}
+
 static PyObject *row_hash(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *table, *row;
-    if (!PyArg_ParseTuple(args, "UO!", &table, &PyTuple_Type, &row))
+    PyObject *table, *key, *row;
+    if (!PyArg_ParseTuple(args, "UO!O!", &table, &PyTuple_Type, &key, &PyTuple_Type, &row))
         return NULL;
     if (not_configured() < 0)
         return NULL;
@@ -913,20 +684,37 @@ static PyObject *row_hash(PyObject *module, PyObject *args) {
     const char *table_name = PyUnicode_AsUTF8AndSize(table, &table_size);
     if (!table_name)
         return NULL;
-    Py_ssize_t columns = PyTuple_GET_SIZE(row);
-    value_view *values = PyMem_Calloc(columns ? columns : 1, sizeof *values);
-    if (!values)
-        return PyErr_NoMemory();
+    Py_ssize_t key_count = PyTuple_GET_SIZE(key), columns = PyTuple_GET_SIZE(row);
+    if (key_count > 32767 || columns > 32767) {
+        PyErr_SetString(PyExc_ValueError, "more columns than SQLite allows");
+        return NULL;
+    }
+    /* The prefix packs the key from its own tuple: key_columns index into it. */
+    int *identity = PyMem_Calloc(key_count ? key_count : 1, sizeof *identity);
+    value_view *key_values = values_of_tuple(key);
+    value_view *values = key_values ? values_of_tuple(row) : NULL;
     buffer scratch = {0};
     PyObject *result = NULL;
-    u128 hash;
-    for (Py_ssize_t i = 0; i < columns; i++)
-        if (value_of_object(PyTuple_GET_ITEM(row, i), &values[i]) < 0)
-            goto done;
-    if (row_hash_of_values(&scratch, table_name, (size_t)table_size, values, (int)columns, &hash) < 0)
+    size_t prefix;
+    u128 sum = 0, cell;
+    if (!identity || !values) {
+        if (!identity)
+            PyErr_NoMemory();
         goto done;
-    result = u128_object(hash);
+    }
+    for (Py_ssize_t i = 0; i < key_count; i++)
+        identity[i] = (int)i;
+    if (pack_cell_prefix(&scratch, table_name, (size_t)table_size, key_values, identity, (int)key_count, &prefix) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < columns; i++) {
+        if (cell_hash(&scratch, prefix, (int)i, &values[i], &cell) < 0)
+            goto done;
+        sum += cell;
+    }
+    result = u128_object(sum);
 done:
+    PyMem_Free(identity);
+    PyMem_Free(key_values);
     PyMem_Free(values);
     PyMem_Free(scratch.data);
     return result;
@@ -1168,9 +956,8 @@ static int intern_names(void) {
 static PyMethodDef tokenhash_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(xxhash_library, rows_per_page, hash_buckets): bind xxh3 and the page geometry."},
-    {"changeset_deltas", changeset_deltas, METH_VARARGS,
-     "changeset_deltas(changeset, no_change[, reader]) -> (deltas, partial_updates)."},
-    {"row_hash", row_hash, METH_VARARGS, "row_hash(table, row) -> int: merkle.row_hash, in C."},
+    {"changeset_deltas", changeset_deltas, METH_O, "changeset_deltas(changeset) -> {(table, page): delta}."},
+    {"row_hash", row_hash, METH_VARARGS, "row_hash(table, key, row) -> int: merkle.row_hash, in C."},
     {"encode_reply", encode_reply, METH_O, "encode_reply(reply) -> bytes: codec.encode_reply, in C."},
     {"encode_replies", encode_replies, METH_O,
      "encode_replies(replies) -> bytes: codec.encode_replies, in C; NotEncodable for other values."},
@@ -1182,104 +969,15 @@ static struct PyModuleDef tokenhash_module = {
     "Merkle page deltas of a changeset, in C (see evedb/merkle.py for the definitions).", -1, tokenhash_methods,
 };
 
-/* --- the RowReader type --- */
-
-static int RowReader_init(RowReader *self, PyObject *args, PyObject *kwargs) {
-    PyObject *connection, *row_select;
-    static char *names[] = {"connection", "row_select", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:RowReader", names, &connection, &row_select))
-        return -1;
-    if (!sqlite3_api) {
-        PyErr_SetString(PyExc_RuntimeError, "evedb._tokenhash was not loaded as a SQLite extension");
-        return -1;
-    }
-    if (!PyCallable_Check(row_select)) {
-        PyErr_SetString(PyExc_TypeError, "row_select must be callable");
-        return -1;
-    }
-    PyObject *pointer = PyObject_CallMethod(connection, "sqlite3pointer", NULL);
-    if (!pointer)
-        return -1;
-    void *db = PyLong_AsVoidPtr(pointer);
-    Py_DECREF(pointer);
-    if (!db) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "the connection is closed");
-        return -1;
-    }
-    row_reader_close_all(self);
-    self->connection = Py_NewRef(connection);
-    self->row_select = Py_NewRef(row_select);
-    self->db = db;
-    return 0;
-}
-
-static PyObject *RowReader_close(RowReader *self, PyObject *unused) {
-    (void)unused;
-    row_reader_close_all(self);
-    Py_RETURN_NONE;
-}
-
-/* A Worker holds its reader, and the reader its Worker's bound row_select: a cycle, so the
- * type takes part in garbage collection (an unclosed Worker is then still freed). */
-static int RowReader_traverse(RowReader *self, visitproc visit, void *arg) {
-    Py_VISIT(self->connection);
-    Py_VISIT(self->row_select);
-    for (int i = 0; i < READER_SLOTS; i++) {
-        Py_VISIT(self->tables[i]);
-        Py_VISIT(self->sqls[i]);
-    }
-    return 0;
-}
-
-static int RowReader_clear(RowReader *self) {
-    row_reader_close_all(self); /* the statements first: the connection is still referenced */
-    return 0;
-}
-
-static void RowReader_dealloc(RowReader *self) {
-    PyObject_GC_UnTrack(self);
-    row_reader_close_all(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMethodDef RowReader_methods[] = {
-    {"close", (PyCFunction)RowReader_close, METH_NOARGS,
-     "Finalize the prepared statements (before the connection is closed)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject RowReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "evedb._tokenhash.RowReader",
-    .tp_doc = "RowReader(connection, row_select): reads partial UPDATEs' rows for changeset_deltas.",
-    .tp_basicsize = sizeof(RowReader),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_traverse = (traverseproc)RowReader_traverse,
-    .tp_clear = (inquiry)RowReader_clear,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)RowReader_init,
-    .tp_dealloc = (destructor)RowReader_dealloc,
-    .tp_methods = RowReader_methods,
-};
-
-/* The SQLite extension entry point: keeps the routines of the SQLite that loaded it. */
-int sqlite3_evedbtokenhash_init(sqlite3 *db, char **error, const sqlite3_api_routines *api) {
-    (void)db;
-    (void)error;
-    sqlite3_api = api;
-    return SQLITE_OK_LOAD_PERMANENTLY;
-}
-
 PyMODINIT_FUNC PyInit__tokenhash(void) {
-    if (PyType_Ready(&RowReaderType) < 0 || intern_names() < 0)
+    if (intern_names() < 0)
         return NULL;
     PyObject *module = PyModule_Create(&tokenhash_module);
     if (!module)
         return NULL;
     if (!NotEncodable)
         NotEncodable = PyErr_NewException("evedb._tokenhash.NotEncodable", PyExc_ValueError, NULL);
-    if (!NotEncodable || PyModule_AddObjectRef(module, "RowReader", (PyObject *)&RowReaderType) < 0 ||
-        PyModule_AddObjectRef(module, "NotEncodable", NotEncodable) < 0) {
+    if (!NotEncodable || PyModule_AddObjectRef(module, "NotEncodable", NotEncodable) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -20,7 +20,7 @@ How a worker runs its share of a parallel batch (a "share" is the requests one w
    writer per file, so taking the lock up front avoids a stale read snapshot trying to write);
 3. a savepoint per request, so a failing request aborts alone and its error is its reply;
 4. a session records the share's changes; before COMMIT the worker turns them into Merkle page
-   deltas (full rows: see merkle.py) and stores the inverted changeset in `_evedb_undo` in the
+   deltas (from the changeset alone: see merkle.py) and stores the inverted changeset in `_evedb_undo` in the
    same transaction, so the undo record is durable exactly when the changes are.
 
 Rules kept: requests of one share run in ascending position order; all writes of a parallel
@@ -138,20 +138,6 @@ class _ShareReplies:
                 [(client_id, request_id, reply) for client_id, (request_id, reply) in self._pending.items()])
 
 
-_c_row_reads: bool | None = None
-
-
-def _c_row_reads_available() -> bool:
-    """Whether evedb/_tokenhash.c can read rows in this process (loaded as a SQLite extension
-    once; a race between two threads only loads it twice)."""
-    global _c_row_reads
-    if _c_row_reads is None:
-        native = merkle.native
-        _c_row_reads = native is not None and storage.load_private_extension(native.__file__,
-                                                                              "sqlite3_evedbtokenhash_init")
-    return _c_row_reads
-
-
 class Worker:
     """One SQLite connection that runs shares.  Used in-process or inside a worker process."""
 
@@ -159,19 +145,12 @@ class Worker:
         procedures.load_modules(procedure_modules)
         self.connection, self.authorizer, self.entropy = storage.open_client_connection(path, options)
         self.reply_cache = options.reply_cache
-        self._table_shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._rowid_alias: dict[str, bool] = {}
         self._shapes_checked = False
         self._current_seq = 0
         self._shape_version = -1
-        # The C page deltas read partial UPDATEs' rows through this connection, with the
-        # routines of apsw's SQLite (evedb/_tokenhash.c); None: Python reads them.
-        self._row_reader = (merkle.native.RowReader(self.connection, self._row_select)
-                            if merkle.native is not None and _c_row_reads_available() else None)
 
     def close(self) -> None:
-        if self._row_reader is not None:
-            self._row_reader.close()  # its prepared statements go before the connection
         self.connection.close()
 
     # --- internal SQL: cached under a secret tag, so never reused for a client (storage.py) ---
@@ -422,49 +401,30 @@ class Worker:
         with self.authorizer.internal():
             version = storage.schema_version(self.connection)
         if version != self._shape_version:
-            self._table_shapes.clear()
             self._rowid_alias.clear()
             self._shape_version = version
         self._shapes_checked = True
 
     # --- changes to Merkle deltas ---
 
-    def _table_shape(self, table: str):
-        self._refresh_shapes()
-        shape = self._table_shapes.get(table)
-        if shape is None:
-            columns, key_columns = storage.table_columns(self.connection, table)
-            key_indexes = tuple(sorted(columns.index(name) for name in key_columns))
-            where = " AND ".join(f"{storage.quote_identifier(columns[i])} = ?" for i in key_indexes)
-            select = (
-                f"SELECT {', '.join(storage.quote_identifier(c) for c in columns)} "
-                f"FROM {storage.quote_identifier(table)} WHERE {where}"
-            )
-            shape = self._table_shapes[table] = (select, key_indexes)
-        return shape
-
     def page_deltas(self, changeset: bytes) -> dict:
-        """Merkle page deltas of a changeset, reading full rows inside the open transaction.
+        """Merkle page deltas of a changeset: {(table, page): sum of cell hashes in minus out}.
 
-        An UPDATE's change holds the key and the changed columns' old and new values only, so
-        the unchanged columns are read from the row as it is now; when every column changed
-        (kv-like tables), the change alone has both rows and nothing is read.  Per changed row
-        this is the hot part of a write batch's token, so evedb/_tokenhash.c does it when built:
-        it returns the deltas of every change it could hash and the partial UPDATEs, which are
-        completed here.  Runs inside `internal()`; only reads of user tables may be cached.
+        The changeset alone is enough (merkle.py hashes cells, and an UPDATE's change holds
+        its key and its changed columns' old and new values), so nothing is read.  Per changed
+        row this is the hot part of a write batch's token: evedb/_tokenhash.c does it when built.
         """
         native = merkle.native
         if native is None:
             return self.page_deltas_python(changeset)
-        deltas, partial_updates = native.changeset_deltas(changeset, apsw.no_change, self._row_reader)
-        for table, indexes, old in partial_updates:
-            self._add_partial_update(deltas, table, indexes, old, merkle.row_hash)
-        return deltas
+        return native.changeset_deltas(changeset)
 
-    def page_deltas_python(self, changeset: bytes) -> dict:
+    @staticmethod
+    def page_deltas_python(changeset: bytes) -> dict:
         """`page_deltas` in Python only: the fallback, and the reference the C path is tested
         against.  One page lookup and one dict update per changed row, whatever the operation
-        (an UPDATE's old and new row share a key, hence a page)."""
+        (an UPDATE's old and new row share a key, hence a page: SQLite records a change of key
+        as a DELETE and an INSERT)."""
         deltas: dict = {}
         get = deltas.get
         row_hash, page_of, modulus = merkle.row_hash_python, merkle.page_of, merkle.HASH_MODULUS
@@ -479,40 +439,18 @@ class Worker:
             if operation == "INSERT":
                 row = change.new
                 key = tuple([row[i] for i in indexes])
-                delta = row_hash(table, row)
+                delta = row_hash(table, key, row)
             elif operation == "DELETE":
                 row = change.old
                 key = tuple([row[i] for i in indexes])
-                delta = -row_hash(table, row)
+                delta = -row_hash(table, key, row)
             else:
                 old = change.old
-                if no_change in old:
-                    self._add_partial_update(deltas, table, indexes, old, row_hash)
-                    continue
                 key = tuple([old[i] for i in indexes])
-                new_row = tuple([o if n is no_change else n for o, n in zip(old, change.new)])
-                delta = row_hash(table, new_row) - row_hash(table, old)
+                delta = merkle.update_delta(table, key, old, change.new, no_change)
             page = (table, page_of(key))
             deltas[page] = (get(page, 0) + delta) % modulus
         return deltas
-
-    def _add_partial_update(self, deltas: dict, table: str, indexes, old, row_hash) -> None:
-        """An UPDATE whose change lacks the columns it left alone: they are read from the row
-        as the open transaction sees it (the new row), and the old row is that with the
-        changed columns' old values.  `row_hash` is the C or the Python one, as the caller's."""
-        key = tuple([old[i] for i in indexes])
-        new_row = self.connection.execute(self._row_select(table), key).fetchall()[0]
-        old_row = tuple([n if o is apsw.no_change else o for o, n in zip(old, new_row)])
-        page = (table, merkle.page_of(key))
-        delta = row_hash(table, new_row) - row_hash(table, old_row)
-        deltas[page] = (deltas.get(page, 0) + delta) % merkle.HASH_MODULUS
-
-    def _row_select(self, table: str) -> str:
-        """The SELECT of one full row by key.  A user table's read may use the statement cache as
-        it is (the client authorizer allows exactly that read too); an internal table's read is
-        tagged."""
-        select, _ = self._table_shape(table)
-        return storage.INTERNAL_TAG + select if table.startswith(storage.INTERNAL_PREFIX) else select
 
 
 def _procedure_result(value) -> StatementResult:

@@ -20,8 +20,36 @@ def build(rows_by_table: dict[str, dict[tuple, tuple]]) -> merkle.MerkleTree:
 
 
 def test_value_types_hash_apart():
-    hashes = {merkle.row_hash("t", (value,)) for value in (1, 1.0, "1", b"1", None, 0, "")}
+    hashes = {merkle.row_hash("t", (1,), (1, value)) for value in (1, 1.0, "1", b"1", None, 0, "")}
     assert len(hashes) == 7
+
+
+def test_a_cell_is_tied_to_its_column_its_row_and_its_table():
+    row = merkle.row_hash("t", (1,), (1, "a", "b"))
+    assert row != merkle.row_hash("t", (1,), (1, "b", "a"))  # values swapped between columns
+    assert row != merkle.row_hash("u", (1,), (1, "a", "b"))
+    # Two rows that swap a value: the same multiset of values, not the same cells.
+    pair = merkle.row_hash("t", (1,), (1, "a")) + merkle.row_hash("t", (2,), (2, "b"))
+    swapped = merkle.row_hash("t", (1,), (1, "b")) + merkle.row_hash("t", (2,), (2, "a"))
+    assert pair % merkle.HASH_MODULUS != swapped % merkle.HASH_MODULUS
+
+
+UNCHANGED = object()
+values = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=8),
+                   st.binary(max_size=8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(values, values, st.booleans()), min_size=1, max_size=8))
+def test_an_update_delta_is_the_difference_of_the_whole_rows(columns):
+    """An UPDATE is hashed from its changed columns alone, as SQLite's changesets carry it."""
+    key = (7,)
+    old_row = (7, *(old for old, _, _ in columns))
+    new_row = (7, *(new if changed else old for old, new, changed in columns))
+    old_record = (7, *(old if changed else UNCHANGED for old, _, changed in columns))
+    new_record = (UNCHANGED, *(new if changed else UNCHANGED for _, new, changed in columns))
+    expected = (merkle.row_hash("t", key, new_row) - merkle.row_hash("t", key, old_row)) % merkle.HASH_MODULUS
+    assert merkle.update_delta("t", key, old_record, new_record, UNCHANGED) == expected
 
 
 def test_row_order_within_a_page_does_not_matter():

@@ -1,4 +1,4 @@
-"""The row hashing in C (evedb/_tokenhash.c) against its definition in evedb/merkle.py.
+"""The cell and row hashing in C (evedb/_tokenhash.c) against its definition in evedb/merkle.py.
 
 The C code must give the very same row hashes and page deltas, since replicas built with and
 without it must agree on every token; and it reads changesets, so a damaged one must raise,
@@ -44,10 +44,11 @@ def test_the_c_row_hashing_is_used_where_it_was_built():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(min_size=1, max_size=40), st.lists(sqlite_values, max_size=20))
-def test_row_hash_is_byte_for_byte_the_definition(table, values):
+@given(st.text(min_size=1, max_size=40), st.lists(sqlite_values, min_size=1, max_size=3),
+       st.lists(sqlite_values, max_size=20))
+def test_row_hash_is_byte_for_byte_the_definition(table, key, values):
     row = tuple(values)
-    assert merkle.row_hash(table, row) == merkle.row_hash_python(table, row)
+    assert merkle.row_hash(table, tuple(key), row) == merkle.row_hash_python(table, tuple(key), row)
 
 
 # What a reply can hold: SQLite values, and whatever else a procedure returned.
@@ -87,9 +88,11 @@ def test_a_reply_value_the_c_encoder_does_not_write_is_encoded_in_python():
 
 def test_row_hash_refuses_what_sqlite_cannot_hold():
     with pytest.raises(OverflowError):
-        merkle.row_hash("t", (2**64,))
+        merkle.row_hash("t", (1,), (2**64,))
     with pytest.raises(TypeError):
-        merkle.row_hash("t", ([1],))
+        merkle.row_hash("t", (1,), ([1],))
+    with pytest.raises(TypeError):
+        merkle.row_hash("t", ([1],), (1,))
 
 
 TABLES = (
@@ -170,15 +173,13 @@ def _deltas_of(worker, change, end="ROLLBACK"):
         changeset = session.changeset()
         session.close()
         result = worker.page_deltas(changeset), worker.page_deltas_python(changeset), changeset
-        # With the worker's reader the C code reads partial UPDATEs' rows itself: none left over.
-        assert native.changeset_deltas(changeset, apsw.no_change, worker._row_reader)[1] == []
         connection.execute(end)
     return result
 
 
 def _deltas_both_ways(directory, seeded_database, ops):
     """Runs `ops` in one transaction of a real Worker and returns the changeset's page deltas
-    computed in C and in Python, and the C path's partial UPDATEs when it has no reader."""
+    computed in C and in Python, and the changeset."""
     path = directory / "changes.db"
     for leftover in (path, directory / "changes.db-wal", directory / "changes.db-shm"):
         leftover.unlink(missing_ok=True)
@@ -193,9 +194,7 @@ def _deltas_both_ways(directory, seeded_database, ops):
                 pass
 
     try:
-        in_c, in_python, changeset = _deltas_of(worker, change)
-        _, partial = native.changeset_deltas(changeset, apsw.no_change)
-        return in_c, in_python, partial
+        return _deltas_of(worker, change)
     finally:
         worker.close()
 
@@ -212,13 +211,15 @@ def test_every_kind_of_change_is_covered(tmp_path, seeded_database):
            ("update_all", -97, "t", 0.5, b"", 7), ("move_key", -94, 900), ("delete", -91),
            ("insert_text", "new", 1, 2), ("update_text", "k-100", "w"), ("insert_pair", 1000, "q", 1),
            ("update_pair", -100, "z"), ("kv", -100, "changed"), ("kv", 5000, "inserted")]
-    in_c, in_python, partial = _deltas_both_ways(tmp_path, seeded_database, ops)
+    in_c, in_python, changeset = _deltas_both_ways(tmp_path, seeded_database, ops)
     assert in_c == in_python
     tables = {table for table, _ in in_c}
     assert tables == {"rowid_t", "text_key", "pair_key", "kv"}
-    # rowid_t's r and text_key's w alone changed: completed by a read.  pair_key's z is its
-    # one column outside the key, so that change carries both rows whole.
-    assert {table for table, _, _ in partial} == {"rowid_t", "text_key"}
+    # UPDATEs that left columns alone (rowid_t's r, text_key's w) are in the changeset, and
+    # were hashed from it: their changes lack the other columns.
+    partial = {change.name for change in apsw.Changeset.iter(changeset)
+               if change.op == "UPDATE" and apsw.no_change in change.old}
+    assert partial == {"rowid_t", "text_key"}
     assert any(page % 2 for table, page in in_c if table == "pair_key")  # a hash page
     assert any(page < 0 for table, page in in_c if table == "rowid_t")  # negative keys floor
 
@@ -238,11 +239,12 @@ def real_changeset(tmp_path_factory) -> bytes:
 
 def test_every_truncation_of_a_real_changeset_raises_or_reads_a_prefix(real_changeset):
     changeset = real_changeset
-    deltas, partial = native.changeset_deltas(changeset, apsw.no_change)
-    assert partial and len(deltas) == 3  # t's pages 0, u's two hash pages (or one, shared)
+    deltas = native.changeset_deltas(changeset)
+    assert deltas == Worker.page_deltas_python(changeset)
+    assert len(deltas) == 3  # t's page 0, u's two hash pages
     for cut in range(len(changeset)):
         try:
-            native.changeset_deltas(changeset[:cut], apsw.no_change)
+            native.changeset_deltas(changeset[:cut])
         except ValueError as error:
             assert "malformed changeset" in str(error)
 
@@ -255,7 +257,7 @@ def test_a_damaged_changeset_raises_and_never_crashes(real_changeset, damage, ga
         changeset[position % len(changeset)] = value
     for candidate in (bytes(changeset), bytes(changeset) + garbage, garbage):
         try:
-            native.changeset_deltas(candidate, apsw.no_change)
+            native.changeset_deltas(candidate)
         except UnicodeDecodeError:
             pass  # a damaged table name or text value
         except ValueError as error:
@@ -300,7 +302,7 @@ def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, m
     assert roots["c"][0] == roots["c"][1]
 
 
-def test_the_row_reader_follows_a_schema_change_and_refuses_use_after_close(tmp_path):
+def test_an_update_after_a_column_was_added_is_hashed_alike(tmp_path):
     path = str(tmp_path / "alter.db")
     setup = storage.open_connection(path)
     storage.ensure_internal_tables(setup)
@@ -317,16 +319,30 @@ def test_the_row_reader_follows_a_schema_change_and_refuses_use_after_close(tmp_
         assert in_c == in_python and in_c
         with worker.authorizer.internal():
             worker.connection.execute("ALTER TABLE t ADD COLUMN c DEFAULT 5")
-        worker._shapes_checked = False  # as after a DDL request: the row SELECT gets the new column
-        in_c, in_python = both_ways("UPDATE t SET a = 'again' WHERE id = 2")  # the row now has 4 columns
+        in_c, in_python = both_ways("UPDATE t SET c = 6 WHERE id = 2")  # the row now has 4 columns
         assert in_c == in_python and in_c
-        reader = worker._row_reader
-        reader.close()
-        with pytest.raises(ValueError, match="open RowReader"):
-            native.changeset_deltas(b"", apsw.no_change, reader)
-        worker._row_reader = None
+        # The delta is that of the whole row before and after: the unchanged cells cancel.
+        expected = (merkle.row_hash("t", (2,), (2, "z", "w", 6)) - merkle.row_hash("t", (2,), (2, "z", "w", 5)))
+        assert in_c == {("t", 0): expected % merkle.HASH_MODULUS}
     finally:
         worker.close()
+
+
+def test_an_update_that_changes_its_key_is_not_a_changeset_sqlite_writes():
+    # SQLite records a change of key as a DELETE and an INSERT; an UPDATE record that claims
+    # one (a damaged changeset) is refused, not hashed under the wrong key.
+    connection = apsw.Connection(":memory:")
+    connection.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    connection.execute("INSERT INTO t VALUES (1, 'a')")
+    session = apsw.Session(connection, "main")
+    session.attach()
+    connection.execute("UPDATE t SET v = 'b' WHERE id = 1")
+    changeset = session.changeset()
+    assert changeset.endswith(b"\x00\x03\x01b")  # new record: key absent (type 0), v = 'b'
+    assert native.changeset_deltas(changeset) == Worker.page_deltas_python(changeset)
+    moved = changeset[:-4] + b"\x01" + (2).to_bytes(8, "big") + b"\x03\x01b"  # key 2, well formed
+    with pytest.raises(ValueError, match="malformed changeset: an UPDATE without its key, or changing it"):
+        native.changeset_deltas(moved)
 
 
 @settings(max_examples=200, deadline=None)
@@ -389,17 +405,3 @@ def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path
             worker.connection.execute("ROLLBACK")
     finally:
         worker.close()
-
-
-def test_a_worker_never_closed_is_still_freed(tmp_path):
-    import gc
-    import weakref
-
-    path = str(tmp_path / "unclosed.db")
-    storage.open_connection(path).close()
-    worker = Worker(path, storage.StorageOptions())
-    assert worker._row_reader is not None  # worker -> reader -> worker._row_select: a cycle
-    gone = weakref.ref(worker)
-    del worker
-    gc.collect()
-    assert gone() is None
