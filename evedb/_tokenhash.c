@@ -19,6 +19,8 @@
  *   row, an UPDATE's changed columns (the changeset has their old and new values, and the
  *   key; the cells it left alone cancel out, so no row is ever read);
  * - row_hash(table, key, row) -> int: merkle.row_hash of tuples of SQLite values;
+ * - table_deltas(table, key_indexes, rows) -> deltas: merkle.table_deltas, the page sums of
+ *   every row an iterable of tuples yields (a full build reads a table through it);
  * - encode_reply(reply) -> bytes: codec.encode_reply;
  * - encode_replies(replies) -> bytes: codec.encode_replies (the bytes the token's reply hash
  *   covers); a value it does not write (a procedure's dict, say) raises NotEncodable and
@@ -720,6 +722,100 @@ done:
     return result;
 }
 
+/* merkle.table_deltas: the page sums of every row an iterable yields (a full build's scan). */
+static PyObject *table_deltas(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *table, *key_indexes, *rows;
+    if (!PyArg_ParseTuple(args, "UO!O", &table, &PyTuple_Type, &key_indexes, &rows))
+        return NULL;
+    if (not_configured() < 0)
+        return NULL;
+    Py_ssize_t table_size;
+    const char *table_name = PyUnicode_AsUTF8AndSize(table, &table_size);
+    if (!table_name)
+        return NULL;
+    Py_ssize_t key_count = PyTuple_GET_SIZE(key_indexes);
+    if (key_count > 32767) {
+        PyErr_SetString(PyExc_ValueError, "more key columns than SQLite allows");
+        return NULL;
+    }
+    int *key_columns = PyMem_Calloc(key_count ? key_count : 1, sizeof *key_columns);
+    value_view *values = NULL;
+    Py_ssize_t capacity = 0;
+    buffer scratch = {0};
+    page_sums sums = {0};
+    PyObject *iterator = NULL, *row = NULL, *deltas = NULL, *result = NULL;
+    if (!key_columns) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < key_count; i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(key_indexes, i));
+        if (index == -1 && PyErr_Occurred())
+            goto done;
+        if (index < 0 || index > 32766) {
+            PyErr_SetString(PyExc_ValueError, "a key column index is out of range");
+            goto done;
+        }
+        key_columns[i] = (int)index;
+    }
+    iterator = PyObject_GetIter(rows);
+    if (!iterator)
+        goto done;
+    while ((row = PyIter_Next(iterator))) {
+        if (!PyTuple_Check(row)) {
+            PyErr_SetString(PyExc_TypeError, "rows must be tuples");
+            goto done;
+        }
+        Py_ssize_t columns = PyTuple_GET_SIZE(row);
+        if (columns > 32767) {
+            PyErr_SetString(PyExc_ValueError, "more columns than SQLite allows");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < key_count; i++)
+            if (key_columns[i] >= columns) {
+                PyErr_SetString(PyExc_ValueError, "a key column index is past the row's end");
+                goto done;
+            }
+        if (columns > capacity) {
+            PyMem_Free(values);
+            capacity = columns;
+            values = PyMem_Calloc(capacity, sizeof *values);
+            if (!values) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+        /* The views point into the row's objects: used before the row is released. */
+        u128 hash;
+        int64_t page;
+        for (Py_ssize_t i = 0; i < columns; i++)
+            if (value_of_object(PyTuple_GET_ITEM(row, i), &values[i]) < 0)
+                goto done;
+        if (row_hash_of_values(&scratch, table_name, (size_t)table_size, values, (int)columns, key_columns,
+                               (int)key_count, &hash) < 0 ||
+            page_of_key(&scratch, values, key_columns, (int)key_count, &page) < 0 ||
+            page_sums_add(&sums, page, hash) < 0)
+            goto done;
+        Py_CLEAR(row);
+    }
+    if (PyErr_Occurred())
+        goto done;
+    deltas = PyDict_New();
+    if (!deltas || page_sums_flush(&sums, table, deltas) < 0)
+        goto done;
+    result = Py_NewRef(deltas);
+done:
+    Py_XDECREF(row);
+    Py_XDECREF(iterator);
+    Py_XDECREF(deltas);
+    PyMem_Free(key_columns);
+    PyMem_Free(values);
+    PyMem_Free(scratch.data);
+    page_sums_free(&sums);
+    return result;
+}
+
 static PyObject *configure(PyObject *module, PyObject *args) {
     (void)module;
     const char *library;
@@ -958,6 +1054,8 @@ static PyMethodDef tokenhash_methods[] = {
      "configure(xxhash_library, rows_per_page, hash_buckets): bind xxh3 and the page geometry."},
     {"changeset_deltas", changeset_deltas, METH_O, "changeset_deltas(changeset) -> {(table, page): delta}."},
     {"row_hash", row_hash, METH_VARARGS, "row_hash(table, key, row) -> int: merkle.row_hash, in C."},
+    {"table_deltas", table_deltas, METH_VARARGS,
+     "table_deltas(table, key_indexes, rows) -> {(table, page): sum}: merkle.table_deltas, in C."},
     {"encode_reply", encode_reply, METH_O, "encode_reply(reply) -> bytes: codec.encode_reply, in C."},
     {"encode_replies", encode_replies, METH_O,
      "encode_replies(replies) -> bytes: codec.encode_replies, in C; NotEncodable for other values."},

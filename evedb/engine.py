@@ -222,12 +222,9 @@ class ExecutionEngine:
         tree.set_schema(storage.schema_rows(self._connection), tables)
         for table in tables:
             columns, key_columns = storage.table_columns(self._connection, table)
-            key_indexes = sorted(columns.index(name) for name in key_columns)
-            deltas: dict = {}
+            key_indexes = tuple(sorted(columns.index(name) for name in key_columns))
             select = f"SELECT {', '.join(map(storage.quote_identifier, columns))} FROM {storage.quote_identifier(table)}"
-            for row in self._connection.execute(select, can_cache=False):
-                merkle.add_row(deltas, table, tuple(row[i] for i in key_indexes), row, 1)
-            tree.apply_deltas(deltas)
+            tree.apply_deltas(merkle.table_deltas(table, key_indexes, self._connection.execute(select, can_cache=False)))
         self.tree = tree
         self.stats.full_builds += 1
 

@@ -141,6 +141,17 @@ def add_row(deltas: dict, table: str, key: tuple, row: tuple, sign: int) -> None
     deltas[page] = (deltas.get(page, 0) + sign * row_hash(table, key, row)) % HASH_MODULUS
 
 
+def table_deltas_python(table: str, key_indexes: tuple[int, ...], rows: Iterable[tuple]) -> dict:
+    """The page sums of every row of `rows` (tuples in declared column order): a full build."""
+    deltas: dict = {}
+    for row in rows:
+        add_row(deltas, table, tuple([row[i] for i in key_indexes]), row, 1)
+    return deltas
+
+
+table_deltas = table_deltas_python if native is None else native.table_deltas
+
+
 def merge_deltas(target: dict, source: Mapping) -> dict:
     for page, delta in source.items():
         target[page] = (target.get(page, 0) + delta) % HASH_MODULUS

@@ -51,6 +51,32 @@ def test_row_hash_is_byte_for_byte_the_definition(table, key, values):
     assert merkle.row_hash(table, tuple(key), row) == merkle.row_hash_python(table, tuple(key), row)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=10), st.integers(1, 6).flatmap(
+    lambda width: st.tuples(st.lists(st.integers(0, width - 1), min_size=1, max_size=width, unique=True),
+                            st.lists(st.lists(sqlite_values, min_size=width, max_size=width).map(tuple), max_size=30))))
+def test_a_tables_deltas_are_those_of_its_rows_one_by_one(table, shape):
+    key_indexes, rows = shape
+    key_indexes = tuple(sorted(key_indexes))
+    assert native.table_deltas(table, key_indexes, iter(rows)) == merkle.table_deltas_python(table, key_indexes, rows)
+
+
+def test_table_deltas_refuses_rows_it_cannot_hash():
+    with pytest.raises(ValueError, match="past the row's end"):
+        native.table_deltas("t", (2,), [(1, 2)])
+    with pytest.raises(TypeError, match="tuples"):
+        native.table_deltas("t", (0,), [[1, 2]])
+    with pytest.raises(TypeError):
+        native.table_deltas("t", (0,), [(1, {})])
+
+    def failing():
+        yield (1, 2)
+        raise RuntimeError("the scan failed")
+
+    with pytest.raises(RuntimeError, match="the scan failed"):
+        native.table_deltas("t", (0,), failing())
+
+
 # What a reply can hold: SQLite values, and whatever else a procedure returned.
 procedure_values = st.one_of(sqlite_values, st.booleans(), st.integers(2**63, 2**64 - 1),
                              st.lists(sqlite_values, max_size=3), st.tuples(sqlite_values))
@@ -286,6 +312,7 @@ def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, m
         if kind == "python":
             monkeypatch.setattr(merkle, "native", None)
             monkeypatch.setattr(merkle, "row_hash", merkle.row_hash_python)
+            monkeypatch.setattr(merkle, "table_deltas", merkle.table_deltas_python)
             monkeypatch.setattr(codec, "_native_encode", None)
         path = str(tmp_path / f"{kind}.db")
         engine = ExecutionEngine(path, workers=1)
