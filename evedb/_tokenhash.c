@@ -675,16 +675,18 @@ static value_view *values_of_tuple(PyObject *tuple) {
     return values;
 }
 
+/* A table name's UTF-8, once configure() has bound the hash functions; NULL with an error. */
+static const char *configured_table_name(PyObject *table, Py_ssize_t *size) {
+    return not_configured() < 0 ? NULL : PyUnicode_AsUTF8AndSize(table, size);
+}
+
 static PyObject *row_hash(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *table, *key, *row;
-    if (!PyArg_ParseTuple(args, "UO!O!", &table, &PyTuple_Type, &key, &PyTuple_Type, &row))
-        return NULL;
-    if (not_configured() < 0)
-        return NULL;
     Py_ssize_t table_size;
-    const char *table_name = PyUnicode_AsUTF8AndSize(table, &table_size);
-    if (!table_name)
+    const char *table_name;
+    if (!PyArg_ParseTuple(args, "UO!O!", &table, &PyTuple_Type, &key, &PyTuple_Type, &row) ||
+        !(table_name = configured_table_name(table, &table_size)))
         return NULL;
     Py_ssize_t key_count = PyTuple_GET_SIZE(key), columns = PyTuple_GET_SIZE(row);
     if (key_count > 32767 || columns > 32767) {
@@ -726,13 +728,10 @@ done:
 static PyObject *table_deltas(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *table, *key_indexes, *rows;
-    if (!PyArg_ParseTuple(args, "UO!O", &table, &PyTuple_Type, &key_indexes, &rows))
-        return NULL;
-    if (not_configured() < 0)
-        return NULL;
     Py_ssize_t table_size;
-    const char *table_name = PyUnicode_AsUTF8AndSize(table, &table_size);
-    if (!table_name)
+    const char *table_name;
+    if (!PyArg_ParseTuple(args, "UO!O", &table, &PyTuple_Type, &key_indexes, &rows) ||
+        !(table_name = configured_table_name(table, &table_size)))
         return NULL;
     Py_ssize_t key_count = PyTuple_GET_SIZE(key_indexes);
     if (key_count > 32767) {
