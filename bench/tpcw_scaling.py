@@ -168,9 +168,9 @@ class CallTimes:
 
             local.run_share = run_share_here
 
-        def timed_run(batch, plan, writes, final=False):
+        def timed_run(batch, plan, writes, final=False, **options):
             local_positions.clear()
-            result = run(batch, plan, writes, final)
+            result = run(batch, plan, writes, final, **options)
             if name == "sequential":
                 self.sequential_batches[batch.seq].extend(result.request_seconds.values())
             for position, seconds in result.request_seconds.items():

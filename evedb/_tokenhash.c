@@ -186,7 +186,9 @@ static int pack_value(buffer *out, const value_view *value) {
     case VALUE_INTEGER:
         return pack_integer(out, value->integer);
     case VALUE_FLOAT:
-        return pack_float(out, value->real);
+        /* -0.0 hashes as 0.0: SQLite finds them equal, so changing one into the other is no
+         * change in a changeset (merkle.py's `_canonical`). */
+        return pack_float(out, value->real == 0.0 ? 0.0 : value->real);
     case VALUE_TEXT:
         if (check_utf8(value) < 0)
             return -1;
@@ -251,7 +253,9 @@ static int row_hash_of_values(buffer *scratch, const char *table, size_t table_s
 }
 
 /* An UPDATE's delta: the changed columns' new cells minus their old ones.  SQLite records an
- * UPDATE of a key column as a DELETE and an INSERT, so a key column never changes here. */
+ * UPDATE of a key column as a DELETE and an INSERT, except between keys it finds equal but
+ * stores differently, which evedb refuses at CREATE TABLE (storage.ambiguous_keys): a key
+ * column never changes here. */
 static int update_delta(buffer *scratch, const char *table, size_t table_size, const value_view *old_values,
                         const value_view *new_values, int columns, const int *key_columns, int key_count,
                         u128 *delta) {
@@ -354,10 +358,13 @@ static int read_record(changeset_reader *in, value_view *values, int columns) {
                 return malformed("a number runs past the end");
             uint64_t bits = read_be64(in->data + in->at);
             in->at += 8;
-            if (value->type == VALUE_INTEGER)
+            if (value->type == VALUE_INTEGER) {
                 value->integer = (int64_t)bits;
-            else
+            } else {
                 memcpy(&value->real, &bits, sizeof bits);
+                if (value->real != value->real) /* SQLite stores a NaN as NULL, never as a REAL */
+                    return malformed("a REAL is not a number");
+            }
             break;
         }
         case VALUE_TEXT:
@@ -822,8 +829,8 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     unsigned long long buckets;
     if (!PyArg_ParseTuple(args, "sLK", &library, &page_rows, &buckets))
         return NULL;
-    if (page_rows < 2 || buckets == 0) {
-        PyErr_SetString(PyExc_ValueError, "rows per page must be 2 or more and hash buckets positive");
+    if (page_rows < 2 || buckets == 0 || buckets > (unsigned long long)(INT64_MAX / 2)) {
+        PyErr_SetString(PyExc_ValueError, "rows per page must be 2 or more and hash buckets in 1..2**62");
         return NULL;
     }
     /* RTLD_NOLOAD: only a library Python has already imported (the xxhash module) is used. */
@@ -950,14 +957,15 @@ static int pack_statement_result(buffer *out, PyObject *result) {
     PyObject *columns = PyObject_GetAttr(result, name_columns);
     if (!columns)
         return -1;
-    PyObject *fast = PySequence_Fast(columns, "columns must be a sequence");
+    /* A tuple: a snapshot no attribute getter can shrink or free items of while we read it. */
+    PyObject *fast = PySequence_Tuple(columns);
     Py_DECREF(columns);
     if (!fast)
         return -1;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t count = PyTuple_GET_SIZE(fast);
     int status = pack_array_header(out, (size_t)count);
     for (Py_ssize_t i = 0; status == 0 && i < count; i++) {
-        PyObject *column = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *column = PyTuple_GET_ITEM(fast, i);
         status = pack_array_header(out, 2);
         if (status == 0)
             status = pack_attribute(out, column, name_name);
@@ -978,14 +986,14 @@ static int pack_reply(buffer *out, PyObject *reply) {
     PyObject *results = PyObject_GetAttr(reply, name_results);
     if (!results)
         return -1;
-    PyObject *fast = PySequence_Fast(results, "results must be a sequence");
+    PyObject *fast = PySequence_Tuple(results);
     Py_DECREF(results);
     if (!fast)
         return -1;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t count = PyTuple_GET_SIZE(fast);
     int status = pack_array_header(out, (size_t)count);
     for (Py_ssize_t i = 0; status == 0 && i < count; i++)
-        status = pack_statement_result(out, PySequence_Fast_GET_ITEM(fast, i));
+        status = pack_statement_result(out, PyTuple_GET_ITEM(fast, i));
     Py_DECREF(fast);
     if (status < 0)
         return -1;
@@ -1008,14 +1016,14 @@ static int pack_reply(buffer *out, PyObject *reply) {
 
 static PyObject *encode_replies(PyObject *module, PyObject *replies) {
     (void)module;
-    PyObject *fast = PySequence_Fast(replies, "replies must be a sequence");
+    PyObject *fast = PySequence_Tuple(replies);
     if (!fast)
         return NULL;
     buffer out = {0};
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t count = PyTuple_GET_SIZE(fast);
     int status = pack_array_header(&out, (size_t)count);
     for (Py_ssize_t i = 0; status == 0 && i < count; i++)
-        status = pack_reply(&out, PySequence_Fast_GET_ITEM(fast, i));
+        status = pack_reply(&out, PyTuple_GET_ITEM(fast, i));
     Py_DECREF(fast);
     PyObject *result = status == 0 ? PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.size) : NULL;
     PyMem_Free(out.data);

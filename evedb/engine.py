@@ -40,7 +40,7 @@ from typing import Sequence
 
 import apsw
 
-from . import codec, merkle, storage
+from . import codec, merkle, mixer, storage
 from .access import EXCLUSIVE, Access, Catalog, analyze
 from .errors import InternalError, NotSupportedError
 from .executor import (LOCAL_READ_MAX_SECONDS, InlineExecutor, PlanResult, ProcessExecutor, WorkerDied,
@@ -72,6 +72,8 @@ class EngineStats:
     batches: int = 0
     requests: int = 0
     parallel_batches: int = 0
+    # Batches whose workers ran conflict-free reads across the barriers (ProcessExecutor.run).
+    barrier_free_batches: int = 0
     rollbacks: int = 0
     reexecutions: int = 0
     worker_restarts: int = 0
@@ -254,6 +256,11 @@ class ExecutionEngine:
         return Access.union(accesses) if accesses else EXCLUSIVE
 
     def plan(self, batch: Batch) -> tuple[list[list[int]], list[bool]]:
+        parallel_plan, writes, _ = self._plan(batch)
+        return parallel_plan, writes
+
+    def _plan(self, batch: Batch):
+        """(parallel batches, which requests write, the requests' accesses)."""
         with self.catalog.version_checked():
             accesses = [self.access_of(request) for request in batch.requests]
         if self.options.reply_cache:
@@ -265,7 +272,7 @@ class ExecutionEngine:
             ]
         writes = [not access.read_only for access in accesses]
         return mix(accesses, self.max_parallel, false_negative_rate=self.mixer_false_negative_rate,
-                   seed=batch.seed), writes
+                   seed=batch.seed), writes, accesses
 
     # --- execution ---
 
@@ -280,9 +287,13 @@ class ExecutionEngine:
             # The primary's seed mixes in its clock: derive both from seq alone instead.
             batch = dataclasses.replace(batch, timestamp_ms=self.fixed_clock_ms + batch.seq, seed=batch.seq * 7919)
         with self._lock:
-            parallel_plan, writes = self.plan(batch)
+            parallel_plan, writes, accesses = self._plan(batch)
+            unconflicted = frozenset()
             if plan is not None:
                 parallel_plan = [list(group) for group in plan]
+            elif len(parallel_plan) > 1 and not self.mixer_false_negative_rate:
+                # Reads that conflict with nothing may keep a worker busy across the barriers.
+                unconflicted = mixer.unconflicted(accesses)
             executor = self._executor
             if sequential:
                 parallel_plan = [list(range(len(batch.requests)))]
@@ -293,7 +304,8 @@ class ExecutionEngine:
                 probe_token = self._batch_order_token(batch, writes)
             started = time.perf_counter()
             try:
-                result = executor.run(batch, parallel_plan, writes, final=commit)
+                result = executor.run(batch, parallel_plan, writes, final=commit,
+                                      unconflicted=frozenset() if sequential else unconflicted)
             except WorkerDied:
                 # A worker died holding part of the batch: whatever of it committed is undone,
                 # and the batch runs again, sequentially, on this process.
@@ -315,6 +327,7 @@ class ExecutionEngine:
                 self.stats.reexecutions += 1
             if sequential:
                 self.stats.reexecutions += 1
+            self.stats.barrier_free_batches += result.barrier_free
             executed = time.perf_counter()
             if self.perturb_executions and not sequential:
                 self.perturb_executions -= 1

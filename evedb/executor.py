@@ -13,6 +13,12 @@ One interface, two implementations:
   work.  With a local worker (the default), this process is one of the workers: it runs the
   write share and cheap reads, takes its turn at the costly ones, and the pool has one
   process fewer (`split_reads_with_local`); a parallel batch then has one runner per core.
+  Barriers cost when parallel batches are small: a cart write that must follow a read leaves
+  the pool idle while it runs.  So when the engine passes the requests that conflict with
+  nothing else in the batch (`mixer.unconflicted`), the reads among them may instead go to
+  the workers in one message for the whole batch, while this process runs every parallel
+  batch in order with the rest; the executor picks whichever the cost estimates say finishes
+  first (`_barrier_free_split`).
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -297,11 +303,14 @@ class Worker:
             if schema_changed:
                 with self.authorizer.internal():
                     missing = storage.tables_without_primary_key(self.connection)
+                    ambiguous = [] if missing else storage.ambiguous_keys(self.connection)
                 if missing:
                     raise ProgrammingError(
                         f"table {missing[0]} has no PRIMARY KEY: evedb needs one on every table "
                         "to record, undo and hash its rows"
                     )
+                if ambiguous:
+                    raise ProgrammingError(ambiguous[0])
             self._internal("RELEASE evedb_request")
             return Reply(request.client_id, request.request_id, tuple(results)), schema_changed
         except Exception as error:  # the request's own failure is its reply
@@ -481,6 +490,8 @@ class PlanResult:
     hash_seconds: float = 0.0
     # Each request's execution time where it ran (by position): for benchmarks and estimates.
     request_seconds: dict[int, float] = field(default_factory=dict)
+    # Run without a barrier between parallel batches for the workers (ProcessExecutor.run).
+    barrier_free: bool = False
 
 
 def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
@@ -625,6 +636,15 @@ def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[fl
     return kept, shares
 
 
+def _makespan(here: float, kept: Sequence[int], shares: Sequence[Sequence[int]], estimates: Sequence[float],
+              shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS)) -> float:
+    """Estimated time of one split: this process's load (`here`, the reads it kept, and the cost
+    of shipping the others) against each worker's, priced as `split_reads_with_local` does."""
+    ship_here, ship_there = shipping
+    local = here + sum(estimates[p] for p in kept) + ship_here * sum(len(share) for share in shares)
+    return max([local] + [sum(estimates[p] + ship_there for p in share) for share in shares])
+
+
 def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
     """Parallel writers: deal the writes round-robin into at most `workers` writer shares.
 
@@ -643,7 +663,8 @@ class InlineExecutor:
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
         self._worker = Worker(path, options, procedure_modules)
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
+            unconflicted: frozenset = frozenset()) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         for positions in plan:
             items = [(p, batch.requests[p]) for p in positions]
@@ -791,7 +812,11 @@ class ProcessExecutor:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._pool]
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
+            unconflicted: frozenset = frozenset()) -> PlanResult:
+        """Run `plan`'s parallel batches.  `unconflicted`: requests that conflict with no other
+        request of the batch (mixer.unconflicted); reads among them may run in a worker across
+        the barriers between parallel batches (`_barrier_free_split`)."""
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
         estimates = [self.costs.estimate(request) for request in batch.requests]
@@ -800,6 +825,26 @@ class ProcessExecutor:
             items = [[p, encoded[p]] for p in share_positions]
             return ["share", batch.seq, batch.timestamp_ms, batch.seed, items, share_writes, share_final,
                     start_delay_ms]
+
+        if unconflicted and self.coordinator_slot and len(plan) > 1:
+            split = self._barrier_free_split(plan, writes, unconflicted, estimates)
+            if split is not None:
+                result.barrier_free = True
+                _, shares = split
+                shipped = {p for share in shares for p in share}
+                busy: list[int] = []
+                for slot, share in enumerate(shares):
+                    if share:
+                        self._call(slot, message(share, False, False), busy)
+                # This process runs every parallel batch in order, less the reads shipped; a
+                # worker's reads conflict with nothing here, so nothing waits for them but the end.
+                local_shares = self._run_here(batch, [
+                    ([p for p in positions if not writes[p] and p not in shipped], [p for p in positions if writes[p]])
+                    for positions in plan], busy, final=False)
+                shares_done = local_shares + self._collect(busy, None)
+                self._observe(batch, shares_done)
+                _merge_shares(len(batch.requests), shares_done, result)
+                return result
 
         for positions in plan:
             write_positions = [p for p in positions if writes[p]]
@@ -837,30 +882,69 @@ class ProcessExecutor:
                 if queues[slot]:
                     self._call(slot, queues[slot].pop(0), busy)
             local_shares = []
-            if (write_positions or local_reads) and local:
-                # The read shares handed out above run meanwhile in the worker processes.  Cheap
-                # reads go first: once a final write share has run, the batch is committed.
-                share_final = final and len(plan) == 1 and not busy
-                try:
-                    for share_positions, share_writes in ((local_reads, False), (write_positions, True)):
-                        if share_positions:
-                            local_shares.append(self.local_writer.run_share(
-                                batch.seq, batch.timestamp_ms, batch.seed,
-                                [(p, batch.requests[p]) for p in share_positions], share_writes,
-                                share_final and share_writes))
-                except BaseException:
-                    # Read every answer out of the pipes before the caller undoes the batch.
-                    try:
-                        self._collect(busy, None)
-                    except (WorkerDied, OperationalError):
-                        pass
-                    raise
+            if local:
+                # The read shares handed out above run meanwhile in the worker processes.
+                local_shares = self._run_here(batch, [(local_reads, write_positions)], busy,
+                                              final=final and len(plan) == 1 and not busy)
             shares = local_shares + self._collect(busy, queues)
-            for share in shares:
-                for (position, _), seconds in zip(share.replies, share.request_seconds):
-                    self.costs.observe(batch.requests[position], seconds)
+            self._observe(batch, shares)
             _merge_shares(len(batch.requests), shares, result)
         return result
+
+    def _run_here(self, batch: Batch, steps, busy: list[int], final: bool) -> list[ShareResult]:
+        """Run (reads, writes) steps in this process's worker, in order, each a share.  Cheap
+        reads go first: once a final write share has run, the batch is committed."""
+        shares = []
+        try:
+            for reads, write_positions in steps:
+                for share_positions, share_writes in ((reads, False), (write_positions, True)):
+                    if share_positions:
+                        shares.append(self.local_writer.run_share(
+                            batch.seq, batch.timestamp_ms, batch.seed,
+                            [(p, batch.requests[p]) for p in share_positions], share_writes,
+                            final and share_writes))
+        except BaseException:
+            # Read every answer out of the pipes before the caller undoes the batch.
+            try:
+                self._collect(busy, None)
+            except (WorkerDied, OperationalError):
+                pass
+            raise
+        return shares
+
+    def _observe(self, batch: Batch, shares: list[ShareResult]) -> None:
+        for share in shares:
+            for (position, _), seconds in zip(share.replies, share.request_seconds):
+                self.costs.observe(batch.requests[position], seconds)
+
+    def _barrier_free_split(self, plan, writes, unconflicted, estimates):
+        """(reads kept here, reads per worker) for running a multi-round plan without barriers
+        for the workers, or None when one barrier per parallel batch is estimated as fast.
+
+        Without barriers the workers get only reads in `unconflicted`, in one message each, and
+        this process runs every parallel batch in order with everything else: a write and the
+        reads it conflicts with then never wait for another process.  With barriers, each
+        parallel batch is split on its own and everyone waits for its slowest runner: a small
+        parallel batch (one cart write, say) leaves the workers idle.  Both are priced with
+        the same estimates and dealing rule (`split_reads_with_local`)."""
+        free = [p for positions in plan for p in positions if p in unconflicted and not writes[p]]
+        if not free:
+            return None
+        free_set = set(free)
+        pinned = sum(estimates[p] for positions in plan for p in positions if p not in free_set)
+        kept, shares = split_reads_with_local(free, [estimates[p] for p in free], pinned, self.workers,
+                                              local_takes_costly=True)
+        if not any(shares):
+            return None
+        barrier_free = _makespan(pinned, kept, shares, estimates)
+        barriered = 0.0
+        for positions in plan:
+            reads = [p for p in positions if not writes[p]]
+            here = sum(estimates[p] for p in positions if writes[p])
+            round_kept, round_shares = split_reads_with_local(reads, [estimates[p] for p in reads], here, self.workers,
+                                                              local_takes_costly=True)
+            barriered += _makespan(here, round_kept, round_shares, estimates)
+        return (kept, shares) if barrier_free < barriered else None
 
     def _call(self, slot: int, message, busy: list) -> None:
         try:

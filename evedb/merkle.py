@@ -8,8 +8,8 @@ How it works:
 - A row's hash is the sum, modulo 2**128, of its cells' hashes; a cell's hash is xxh3-128
   over msgpack([table, [primary-key values], column index, value]), the index counting
   declared columns from 0.  msgpack tags every value with its type, so 1, 1.0, '1' and b'1'
-  hash differently; values are SQLite's five storage classes only.  Never `repr`, never a
-  set's iteration order.  The key inside every cell ties it to its row, so the cells of a
+  hash differently; values are SQLite's five storage classes only, -0.0 hashed as 0.0 (SQLite
+  finds them equal).  Never `repr`, never a set's iteration order.  The key inside every cell ties it to its row, so the cells of a
   table determine its rows; hashing cells, not whole rows, lets an UPDATE be hashed from its
   changeset alone (which carries the key and the changed columns' old and new values, never
   the columns it left alone): its delta is new cells minus old cells of the changed columns.
@@ -68,9 +68,19 @@ def _bytes(value: int) -> bytes:
     return value.to_bytes(16, "little")
 
 
+def _canonical(value):
+    # -0.0 hashes as 0.0: SQLite finds them equal, so a changeset has no change from one to
+    # the other, and the tree must not have one either.
+    return 0.0 if type(value) is float and value == 0.0 else value
+
+
+def _canonical_key(key: tuple) -> tuple:
+    return tuple([_canonical(value) for value in key]) if float in map(type, key) else key
+
+
 def cell_hash(table: str, key: tuple, index: int, value) -> int:
     """The hash of column `index` of the row with primary-key values `key`."""
-    return xxhash.xxh3_128_intdigest(_pack((table, key, index, value)))
+    return xxhash.xxh3_128_intdigest(_pack((table, _canonical_key(key), index, _canonical(value))))
 
 
 def row_hash(table: str, key: tuple, row: tuple) -> int:
@@ -124,7 +134,7 @@ def page_of(key: tuple) -> int:
     """
     if len(key) == 1 and type(key[0]) is int:
         return (key[0] // ROWS_PER_PAGE) * 2
-    return (xxhash.xxh3_64_intdigest(_pack(key)) % HASH_BUCKETS) * 2 + 1
+    return (xxhash.xxh3_64_intdigest(_pack(_canonical_key(key))) % HASH_BUCKETS) * 2 + 1
 
 
 def page_range(page_no: int) -> tuple[int, int] | None:

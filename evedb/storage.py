@@ -21,7 +21,8 @@ Rules kept:
   `can_cache=False` or with their text prefixed by `INTERNAL_TAG`, a comment holding a secret
   drawn per process: no statement prepared while they were allowed can ever be reused for a
   client (apsw's statement cache skips the authorizer on reuse, and is keyed by the text);
-- every user table has a primary key (checked after DDL by `tables_without_primary_key`).
+- every user table has a primary key (checked after DDL by `tables_without_primary_key`),
+  whose columns cannot hold keys that are equal but stored differently (`ambiguous_keys`).
 """
 
 from __future__ import annotations
@@ -517,6 +518,53 @@ def is_rowid_alias_table(connection: apsw.Connection, table: str) -> bool:
 
 def tables_without_primary_key(connection: apsw.Connection) -> list[str]:
     return [table for table in user_tables(connection) if not table_columns(connection, table)[1]]
+
+
+def column_affinity(declared_type: str) -> str:
+    """SQLite's type affinity of a declared column type (its rules, in their order)."""
+    declared = (declared_type or "").upper()
+    if "INT" in declared:
+        return "INTEGER"
+    if "CHAR" in declared or "CLOB" in declared or "TEXT" in declared:
+        return "TEXT"
+    if not declared or "BLOB" in declared:
+        return "BLOB"
+    if "REAL" in declared or "FLOA" in declared or "DOUB" in declared:
+        return "REAL"
+    return "NUMERIC"
+
+
+def ambiguous_keys(connection: apsw.Connection) -> list[str]:
+    """Why a user table's primary key could hold two keys that SQLite finds equal but stores
+    differently; empty when none can.
+
+    SQLite's session changesets cannot describe an UPDATE between such keys (it records an
+    UPDATE carrying the key, or an UPDATE and an INSERT of one row), so neither undo nor the
+    Merkle deltas could follow it.  That happens with a collation other than BINARY ('p' and
+    'P' under NOCASE) and with a column without type affinity (1 and 1.0).
+    """
+    problems = []
+    for table in user_tables(connection):
+        info = connection.execute(f"PRAGMA table_info({quote_identifier(table)})", can_cache=False).fetchall()
+        keyed = {row[1]: row[2] for row in info if row[5]}
+        collations = {}
+        for index in connection.execute(f"PRAGMA index_list({quote_identifier(table)})", can_cache=False).fetchall():
+            if index[3] == "pk":  # the primary key's own index (none for an INTEGER PRIMARY KEY)
+                for column in connection.execute(f"PRAGMA index_xinfo({quote_identifier(index[1])})",
+                                                 can_cache=False).fetchall():
+                    if column[5] and column[2] in keyed:  # a key column, with its collation
+                        collations[column[2]] = column[4]
+        for column, declared in keyed.items():
+            collation = collations.get(column) or "BINARY"
+            if collation.upper() != "BINARY":
+                problems.append(f"table {table}: primary-key column {column} uses collation {collation}; evedb "
+                                "needs BINARY key columns (keys equal under it but stored differently cannot be "
+                                "told apart in SQLite's changesets)")
+            elif column_affinity(declared) == "BLOB":
+                problems.append(f"table {table}: primary-key column {column} has no type affinity; declare it "
+                                "INTEGER, TEXT, REAL or NUMERIC (without one, 1 and 1.0 are different keys that "
+                                "SQLite finds equal, which its changesets cannot tell apart)")
+    return problems
 
 
 def schema_rows(connection: apsw.Connection) -> list[tuple]:

@@ -504,6 +504,35 @@ def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
         assert skewed.state_root == learnt.state_root
 
 
+def test_reads_that_conflict_with_nothing_keep_a_worker_busy_across_barriers(tmp_path):
+    costly = "SELECT count(*), sum(length(a.body)) FROM note AS a, note AS b"  # nothing writes note
+    total = "SELECT sum(balance) FROM acct"
+    requests = (
+        Request.statement("w", 1, "UPDATE acct SET balance = balance + 1 WHERE id = 1"),
+        Request.statement("t", 1, total),  # reads the row just written: a second parallel batch
+        Request.statement("w", 2, "UPDATE acct SET balance = balance + 5 WHERE id = 2"),  # a third
+        *(Request.statement("n", i, costly) for i in range(4)),
+    )
+    outcomes = {}
+    for workers in (2, 1):
+        with fresh_engine(tmp_path, f"barriers{workers}.db", workers=workers) as engine:
+            assert len(engine.plan(Batch(1, 0, 1_700_000_000_001, 7, requests))[0]) == 3
+            first = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+            if workers == 2:
+                costs = engine._executor.costs._by_shape
+                # The aggregate over acct is costly and must wait for a write, then a write for
+                # it: with a barrier per parallel batch the worker would idle meanwhile.
+                costs[costly], costs[total] = 0.01, 0.02
+            second = engine.execute(Batch(2, 0, 1_700_000_000_002, 7, requests), commit=True)
+            outcomes[workers] = (first, second, engine.stats.barrier_free_batches, table_rows(engine))
+    assert outcomes[2][2] == 1 and outcomes[1][2] == 0
+    for parallel, sequential in zip(outcomes[2][:2], outcomes[1][:2]):
+        assert parallel.replies == sequential.replies
+        assert parallel.token == sequential.token
+    assert outcomes[2][1].replies[1].results[0].rows == ((100 * 50 + 2 + 5,),)  # saw batch 1 and the first write
+    assert outcomes[2][3] == outcomes[1][3]
+
+
 def test_reply_cache_answers_a_retry_in_the_same_share_and_refuses_an_older_request(tmp_path):
     from evedb.executor import Worker
 

@@ -355,9 +355,10 @@ def test_an_update_after_a_column_was_added_is_hashed_alike(tmp_path):
         worker.close()
 
 
-def test_an_update_that_changes_its_key_is_not_a_changeset_sqlite_writes():
-    # SQLite records a change of key as a DELETE and an INSERT; an UPDATE record that claims
-    # one (a damaged changeset) is refused, not hashed under the wrong key.
+def test_an_update_record_that_changes_its_key_is_refused():
+    # SQLite records a change of key as a DELETE and an INSERT, except between keys it finds
+    # equal but stores differently, which evedb refuses at CREATE TABLE (test_storage): an
+    # UPDATE record that claims one is refused, not hashed under the wrong key.
     connection = apsw.Connection(":memory:")
     connection.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     connection.execute("INSERT INTO t VALUES (1, 'a')")
@@ -432,3 +433,47 @@ def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path
             worker.connection.execute("ROLLBACK")
     finally:
         worker.close()
+
+
+def test_minus_zero_hashes_as_zero_because_sqlite_records_no_change_between_them(tmp_path):
+    path = str(tmp_path / "zero.db")
+    setup = storage.open_connection(path)
+    storage.ensure_internal_tables(setup)
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v, k REAL)")
+    setup.execute("INSERT INTO t VALUES (1, 0.0, 2.5)")
+    setup.close()
+    worker = Worker(path, storage.StorageOptions())
+    try:
+        in_c, in_python, changeset = _deltas_of(worker, lambda c: c.execute("UPDATE t SET v = -0.0"), "COMMIT")
+        assert in_c == in_python == {} and not changeset  # no change, as SQLite sees it ...
+        stored = worker.connection.execute("SELECT v FROM t").fetchall()[0][0]
+        assert str(stored) == "-0.0"  # ... though -0.0 is what the row now holds
+    finally:
+        worker.close()
+    # ... so a full build must hash the row as before.
+    assert merkle.row_hash("t", (1,), (1, -0.0, 2.5)) == merkle.row_hash("t", (1,), (1, 0.0, 2.5))
+    assert merkle.row_hash_python("t", (1,), (1, -0.0, 2.5)) == merkle.row_hash("t", (1,), (1, 0.0, 2.5))
+    assert merkle.page_of((-0.0, "a")) == merkle.page_of((0.0, "a"))
+
+
+def test_a_changeset_never_carries_a_nan_and_one_that_does_is_malformed():
+    import struct
+
+    connection = apsw.Connection(":memory:")
+    connection.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v REAL)")
+    session = apsw.Session(connection, "main")
+    session.attach()
+    connection.execute("INSERT INTO t VALUES (1, 1.5)")
+    changeset = session.changeset()
+    assert changeset.endswith(struct.pack(">d", 1.5))  # the REAL's 8 bytes end the changeset
+    assert native.changeset_deltas(changeset)
+    with pytest.raises(ValueError, match="malformed changeset: a REAL is not a number"):
+        native.changeset_deltas(changeset[:-8] + struct.pack(">d", float("nan")))
+
+
+def test_configure_refuses_more_hash_buckets_than_page_numbers_hold():
+    import xxhash._xxhash
+
+    with pytest.raises(ValueError, match="hash buckets"):
+        native.configure(xxhash._xxhash.__file__, merkle.ROWS_PER_PAGE, 2**64 - 1)
+    assert native.changeset_deltas(b"") == {}  # the configuration in force is untouched
