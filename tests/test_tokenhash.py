@@ -329,14 +329,19 @@ def test_an_engine_reaches_the_same_root_with_and_without_the_c_code(tmp_path, m
     assert roots["c"][0] == roots["c"][1]
 
 
-def test_an_update_after_a_column_was_added_is_hashed_alike(tmp_path):
-    path = str(tmp_path / "alter.db")
+def _worker_on(path: str, *statements) -> Worker:
+    """A Worker over a new database file set up by `statements`."""
     setup = storage.open_connection(path)
     storage.ensure_internal_tables(setup)
-    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)")
-    setup.execute("INSERT INTO t VALUES (1, 'x', 'y'), (2, 'z', 'w')")
+    for statement in statements:
+        setup.execute(statement)
     setup.close()
-    worker = Worker(path, storage.StorageOptions())
+    return Worker(path, storage.StorageOptions())
+
+
+def test_an_update_after_a_column_was_added_is_hashed_alike(tmp_path):
+    worker = _worker_on(str(tmp_path / "alter.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)",
+                        "INSERT INTO t VALUES (1, 'x', 'y'), (2, 'z', 'w')")
     try:
         def both_ways(statement):
             in_c, in_python, _ = _deltas_of(worker, lambda connection: connection.execute(statement), "COMMIT")
@@ -436,13 +441,8 @@ def test_text_that_is_not_utf8_is_refused_as_the_python_path_refuses_it(tmp_path
 
 
 def test_minus_zero_hashes_as_zero_because_sqlite_records_no_change_between_them(tmp_path):
-    path = str(tmp_path / "zero.db")
-    setup = storage.open_connection(path)
-    storage.ensure_internal_tables(setup)
-    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v, k REAL)")
-    setup.execute("INSERT INTO t VALUES (1, 0.0, 2.5)")
-    setup.close()
-    worker = Worker(path, storage.StorageOptions())
+    worker = _worker_on(str(tmp_path / "zero.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, v, k REAL)",
+                        "INSERT INTO t VALUES (1, 0.0, 2.5)")
     try:
         in_c, in_python, changeset = _deltas_of(worker, lambda c: c.execute("UPDATE t SET v = -0.0"), "COMMIT")
         assert in_c == in_python == {} and not changeset  # no change, as SQLite sees it ...
