@@ -11,14 +11,15 @@ One interface, two implementations:
   loaded worker), the estimates being moving averages of what workers measured per request
   shape (`RequestCosts`), so one message per worker still gives every worker about as much
   work.  With a local worker (the default), this process is one of the workers: it runs the
-  write share and cheap reads, takes its turn at the costly ones, and the pool has one
-  process fewer (`split_reads_with_local`); a parallel batch then has one runner per core.
+  write share, and the pool has one process fewer; a parallel batch then has one runner per
+  core.  Its reads are then self-scheduled (`_run_claiming`): one list, longest estimated
+  first, that the pool and this process (after the writes) take from one at a time through a
+  shared counter, so all finish within about one read of each other whatever the estimates.
   Barriers cost when parallel batches are small: a cart write that must follow a read leaves
   the pool idle while it runs.  So when the engine passes the requests that conflict with
-  nothing else in the batch (`mixer.unconflicted`), the reads among them may instead go to
-  the workers in one message for the whole batch, while this process runs every parallel
-  batch in order with the rest; the executor picks whichever the cost estimates say finishes
-  first (`_barrier_free_split`).
+  nothing else in the batch (`mixer.unconflicted`), those reads may instead be one list for
+  the whole batch, which the pool takes from while this process runs every parallel batch
+  in order with the rest; the cost estimates pick (`_prefer_barrier_free`).
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -517,6 +518,11 @@ SHIP_THERE_SECONDS = 20e-6
 # A read estimated under this is cheap: it may stay in this process (the node's read path
 # uses the same bound: engine.LOCAL_READ_MAX_US).
 LOCAL_READ_MAX_SECONDS = 150e-6
+# Reads worth one more worker taking from a self-scheduled list: a worker's share costs it a
+# message each way, a transaction and a wake-up, some tens of microseconds.
+CLAIM_SECONDS_PER_WORKER = 300e-6
+# What one more barrier costs beyond the work (messages, wake-ups, the last read's tail).
+BARRIER_SECONDS = 100e-6
 
 
 def moving_average(average: float | None, value: float, weight: float = 0.2) -> float:
@@ -584,40 +590,25 @@ def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads
 def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[float], local_load: float,
                            workers: int, cheap: float = LOCAL_READ_MAX_SECONDS,
                            shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS),
-                           local_takes_costly: bool = False) -> tuple[list[int], list[list[int]]]:
+                           ) -> tuple[list[int], list[list[int]]]:
     """Reads split between this process (already holding `local_load`, its write share) and
-    the `workers` worker processes: (reads kept here, one list per worker).
+    the `workers` worker processes: (reads kept here, one list per worker).  Used when this
+    process is not one of the workers (see `ProcessExecutor._run_claiming` for when it is).
 
-    Costly reads (estimated at `cheap` or more) are dealt first, longest first (LPT).  With
-    `local_takes_costly` this process is one more slot: the pool then has one process fewer
-    than there are cores, so a costly read here still leaves one runner per core.  Without
-    it they all go to the workers: this process beside a full pool would be one runner more
-    than cores (measured: three TPC-W best sellers at once on 2 cores took twice as long each).
-    Cheap reads stay here, longest first, while this process would still finish before the
-    busiest worker, and always when no worker has anything to do; past that a cheap read is
-    shipped only when that is worth it: it costs `here` in this process (less than running
-    it) and `there` in the worker, on top of its own cost, and the worker must still finish
-    it sooner.
+    Costly reads (estimated at `cheap` or more) all go to the workers, longest first (LPT):
+    this process beside a full pool would be one runner more than cores (measured: three
+    TPC-W best sellers at once on 2 cores took twice as long each).  Cheap reads stay here,
+    longest first, while this process would still finish before the busiest worker, and
+    always when no worker has anything to do; past that a cheap read is shipped only when
+    that is worth it: it costs `here` in this process (less than running it) and `there` in
+    the worker, on top of its own cost, and the worker must still finish it sooner.
     """
     heavy = [i for i, cost in enumerate(estimates) if cost >= cheap]
     light = [i for i, cost in enumerate(estimates) if cost < cheap]
     here, there = shipping
     loads = [0.0] * workers
-    if local_takes_costly:
-        kept = []
-        shares: list[list[int]] = [[] for _ in range(workers)]
-        for i in sorted(heavy, key=lambda i: (-estimates[i], read_positions[i])):
-            slot = min(range(workers), key=loads.__getitem__)
-            if local_load <= loads[slot] + there:
-                kept.append(read_positions[i])
-                local_load += estimates[i]
-            else:
-                shares[slot].append(read_positions[i])
-                loads[slot] += estimates[i] + there
-                local_load += here
-    else:
-        kept = []
-        shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
+    kept: list[int] = []
+    shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
     light.sort(key=lambda i: (-estimates[i], read_positions[i]))
     for i in light:
         cost = estimates[i]
@@ -634,15 +625,6 @@ def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[fl
     for share in shares:
         share.sort()
     return kept, shares
-
-
-def _makespan(here: float, kept: Sequence[int], shares: Sequence[Sequence[int]], estimates: Sequence[float],
-              shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS)) -> float:
-    """Estimated time of one split: this process's load (`here`, the reads it kept, and the cost
-    of shipping the others) against each worker's, priced as `split_reads_with_local` does."""
-    ship_here, ship_there = shipping
-    local = here + sum(estimates[p] for p in kept) + ship_here * sum(len(share) for share in shares)
-    return max([local] + [sum(estimates[p] + ship_there for p in share) for share in shares])
 
 
 def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
@@ -679,10 +661,27 @@ class InlineExecutor:
         self._worker.close()
 
 
-def _worker_main(connection, path: str, options: storage.StorageOptions, procedure_modules) -> None:
+def claim_next(claims, count: int) -> int | None:
+    """The next index of a list `count` long that no other process has taken, or None.
+
+    `claims` is a shared counter (multiprocessing.Value): whoever is free takes the next
+    request, so the processes finish together whatever the estimates said (self-scheduling)."""
+    with claims.get_lock():
+        index = claims.value
+        claims.value = index + 1
+    return index if index < count else None
+
+
+def _worker_main(connection, path: str, options: storage.StorageOptions, procedure_modules, claims=None) -> None:
     """Entry point of a worker process: run shares until told to stop."""
     worker = Worker(path, options, procedure_modules)
     connection.send_bytes(codec.pack(["ready", os.getpid()]))
+
+    def claimed(items):
+        while (index := claim_next(claims, len(items))) is not None:
+            position, plain = items[index]
+            yield position, codec.request_from_plain(plain)
+
     while True:
         try:
             message = codec.unpack(connection.recv_bytes())
@@ -690,11 +689,18 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
             break
         if message[0] == "stop":
             break
-        _, seq, timestamp_ms, seed, items, writes, final, start_delay_ms = message
+        if message[0] == "claim":  # reads taken one at a time from a list shared with others
+            _, seq, timestamp_ms, seed, items = message
+            writes, final, start_delay_ms = False, False, 0
+        else:
+            _, seq, timestamp_ms, seed, items, writes, final, start_delay_ms = message
         try:
             if start_delay_ms:
                 time.sleep(start_delay_ms / 1000)
-            items = [(position, codec.request_from_plain(plain)) for position, plain in items]
+            if message[0] == "claim":
+                items = claimed(items)
+            else:
+                items = [(position, codec.request_from_plain(plain)) for position, plain in items]
             share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
             answer = [
                 "done",
@@ -716,10 +722,10 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
 
 
 class _WorkerProcess:
-    def __init__(self, context, path, options, procedure_modules):
+    def __init__(self, context, path, options, procedure_modules, claims=None):
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child_end, path, options, list(procedure_modules)), daemon=True
+            target=_worker_main, args=(child_end, path, options, list(procedure_modules), claims), daemon=True
         )
         self.process.start()
         child_end.close()
@@ -802,9 +808,12 @@ class ProcessExecutor:
         self.parallel_writers = parallel_writers
         self.reverse_writer_dispatch = reverse_writer_dispatch
         self.writer_stagger_ms = writer_stagger_ms
-        self._arguments = (path, options, list(procedure_modules))
         # spawn, not fork: the coordinator has threads, and a forked SQLite handle is unsafe.
         self._context = multiprocessing.get_context("spawn")
+        # With this process as one of the workers, reads are self-scheduled: this process and
+        # the pool take them one at a time from one list, through this shared counter.
+        self._claims = self._context.Value("q", 0) if self.coordinator_slot else None
+        self._arguments = (path, options, list(procedure_modules), self._claims)
         self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(self.workers)]
         self.restarts = 0
         self.costs = RequestCosts()
@@ -816,7 +825,7 @@ class ProcessExecutor:
             unconflicted: frozenset = frozenset()) -> PlanResult:
         """Run `plan`'s parallel batches.  `unconflicted`: requests that conflict with no other
         request of the batch (mixer.unconflicted); reads among them may run in a worker across
-        the barriers between parallel batches (`_barrier_free_split`)."""
+        the barriers between parallel batches (`_run_claiming`)."""
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = [codec.request_to_plain(request) for request in batch.requests]
         estimates = [self.costs.estimate(request) for request in batch.requests]
@@ -826,25 +835,9 @@ class ProcessExecutor:
             return ["share", batch.seq, batch.timestamp_ms, batch.seed, items, share_writes, share_final,
                     start_delay_ms]
 
-        if unconflicted and self.coordinator_slot and len(plan) > 1:
-            split = self._barrier_free_split(plan, writes, unconflicted, estimates)
-            if split is not None:
-                result.barrier_free = True
-                _, shares = split
-                shipped = {p for share in shares for p in share}
-                busy: list[int] = []
-                for slot, share in enumerate(shares):
-                    if share:
-                        self._call(slot, message(share, False, False), busy)
-                # This process runs every parallel batch in order, less the reads shipped; a
-                # worker's reads conflict with nothing here, so nothing waits for them but the end.
-                local_shares = self._run_here(batch, [
-                    ([p for p in positions if not writes[p] and p not in shipped], [p for p in positions if writes[p]])
-                    for positions in plan], busy, final=False)
-                shares_done = local_shares + self._collect(busy, None)
-                self._observe(batch, shares_done)
-                _merge_shares(len(batch.requests), shares_done, result)
-                return result
+        if self.coordinator_slot:
+            self._run_claiming(batch, plan, writes, final, unconflicted, encoded, estimates, result)
+            return result
 
         for positions in plan:
             write_positions = [p for p in positions if writes[p]]
@@ -870,8 +863,7 @@ class ProcessExecutor:
             read_estimates = [estimates[p] for p in read_positions]
             if local:
                 local_reads, read_shares = split_reads_with_local(
-                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers,
-                    local_takes_costly=self.coordinator_slot)
+                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers)
             else:
                 local_reads, read_shares = [], split_reads(read_positions, read_estimates, loads)
             for slot, share in enumerate(read_shares):
@@ -892,17 +884,19 @@ class ProcessExecutor:
         return result
 
     def _run_here(self, batch: Batch, steps, busy: list[int], final: bool) -> list[ShareResult]:
-        """Run (reads, writes) steps in this process's worker, in order, each a share.  Cheap
-        reads go first: once a final write share has run, the batch is committed."""
+        """Run (reads, writes) steps in this process's worker, in order, each a share.  Reads go
+        first in a step: once a final write share has run, the batch is committed."""
         shares = []
         try:
             for reads, write_positions in steps:
+                # `reads` may be positions claimed one at a time (a generator: always run).
                 for share_positions, share_writes in ((reads, False), (write_positions, True)):
                     if share_positions:
+                        items = ((p, batch.requests[p]) for p in share_positions)
                         shares.append(self.local_writer.run_share(
                             batch.seq, batch.timestamp_ms, batch.seed,
-                            [(p, batch.requests[p]) for p in share_positions], share_writes,
-                            final and share_writes))
+                            list(items) if isinstance(share_positions, list) else items,
+                            share_writes, final and share_writes))
         except BaseException:
             # Read every answer out of the pipes before the caller undoes the batch.
             try:
@@ -917,34 +911,78 @@ class ProcessExecutor:
             for (position, _), seconds in zip(share.replies, share.request_seconds):
                 self.costs.observe(batch.requests[position], seconds)
 
-    def _barrier_free_split(self, plan, writes, unconflicted, estimates):
-        """(reads kept here, reads per worker) for running a multi-round plan without barriers
-        for the workers, or None when one barrier per parallel batch is estimated as fast.
+    def _run_claiming(self, batch: Batch, plan, writes, final: bool, unconflicted, encoded, estimates,
+                      result: PlanResult) -> None:
+        """Run `plan` with this process as one of the workers, reads self-scheduled.
 
-        Without barriers the workers get only reads in `unconflicted`, in one message each, and
-        this process runs every parallel batch in order with everything else: a write and the
-        reads it conflicts with then never wait for another process.  With barriers, each
-        parallel batch is split on its own and everyone waits for its slowest runner: a small
-        parallel batch (one cart write, say) leaves the workers idle.  Both are priced with
-        the same estimates and dealing rule (`split_reads_with_local`)."""
-        free = [p for positions in plan for p in positions if p in unconflicted and not writes[p]]
-        if not free:
-            return None
-        free_set = set(free)
-        pinned = sum(estimates[p] for positions in plan for p in positions if p not in free_set)
-        kept, shares = split_reads_with_local(free, [estimates[p] for p in free], pinned, self.workers,
-                                              local_takes_costly=True)
-        if not any(shares):
-            return None
-        barrier_free = _makespan(pinned, kept, shares, estimates)
+        Each parallel batch's reads, longest estimated first, are one list that the pool and
+        this process (after the batch's writes) take from one at a time: they finish within
+        about one read of each other, whatever the estimates.  When the batch has parallel
+        batches that must wait for each other and reads that conflict with nothing
+        (`unconflicted`), those reads may instead be one list for the whole batch, taken by
+        the pool from the start and by this process once it has run every parallel batch's
+        other requests in order: nobody waits at a barrier (`_prefer_barrier_free`).
+        """
+        def longest_first(positions):
+            return sorted(positions, key=lambda p: (-estimates[p], p))
+
+        if unconflicted and len(plan) > 1:
+            free = [p for positions in plan for p in positions if p in unconflicted and not writes[p]]
+            if free and self._prefer_barrier_free(plan, writes, set(free), estimates):
+                result.barrier_free = True
+                free_set = set(free)
+                pinned = [([p for p in positions if not writes[p] and p not in free_set],
+                           [p for p in positions if writes[p]]) for positions in plan]
+                shares = self._claim(batch, encoded, estimates, longest_first(free), pinned, final=False)
+                self._observe(batch, shares)
+                _merge_shares(len(batch.requests), shares, result)
+                return
+        for positions in plan:
+            reads = longest_first([p for p in positions if not writes[p]])
+            shares = self._claim(batch, encoded, estimates, reads, [([], [p for p in positions if writes[p]])],
+                                 final=final and len(plan) == 1)
+            self._observe(batch, shares)
+            _merge_shares(len(batch.requests), shares, result)
+
+    def _prefer_barrier_free(self, plan, writes, free: set, estimates) -> bool:
+        """Whether one list of the conflict-free reads for the whole batch is estimated to
+        finish sooner than one list per parallel batch, with a barrier after each."""
+        runners = self.workers + 1
+        pinned = sum(estimates[p] for positions in plan for p in positions if p not in free)
+        total = pinned + sum(estimates[p] for p in free)
+        barrier_free = max(pinned, total / runners)
         barriered = 0.0
         for positions in plan:
-            reads = [p for p in positions if not writes[p]]
-            here = sum(estimates[p] for p in positions if writes[p])
-            round_kept, round_shares = split_reads_with_local(reads, [estimates[p] for p in reads], here, self.workers,
-                                                              local_takes_costly=True)
-            barriered += _makespan(here, round_kept, round_shares, estimates)
-        return (kept, shares) if barrier_free < barriered else None
+            writes_here = sum(estimates[p] for p in positions if writes[p])
+            reads = [estimates[p] for p in positions if not writes[p]]
+            barriered += max(writes_here, max(reads, default=0.0), (writes_here + sum(reads)) / runners)
+            if sum(reads) >= CLAIM_SECONDS_PER_WORKER:
+                barriered += BARRIER_SECONDS  # the pool woken, its answers waited for
+        return barrier_free < barriered
+
+    def _claim(self, batch: Batch, encoded, estimates, claimable: list[int], steps, final: bool) -> list[ShareResult]:
+        """Hand `claimable` (reads) to as many workers as it keeps busy, run `steps` ((reads,
+        writes) pairs) here, then take from `claimable` here too; every share's result."""
+        total = sum(estimates[p] for p in claimable)
+        engaged = min(self.workers, int(total / CLAIM_SECONDS_PER_WORKER)) if len(claimable) > 1 else 0
+        busy: list[int] = []
+        if engaged:
+            self._claims.value = 0  # no worker is taking from a list now: every share was collected
+            message = ["claim", batch.seq, batch.timestamp_ms, batch.seed, [[p, encoded[p]] for p in claimable]]
+            for slot in range(engaged):
+                self._call(slot, message, busy)
+            steps = list(steps) + [(self._claimed_here(claimable), [])]
+        else:
+            # Nothing worth shipping: all here, reads first, so a final write share (which
+            # commits the batch) is the last thing that runs.
+            steps = [(claimable + reads if index == 0 else reads, write_positions)
+                     for index, (reads, write_positions) in enumerate(steps)]
+        shares = self._run_here(batch, steps, busy, final=final and not busy)
+        return shares + self._collect(busy, None)
+
+    def _claimed_here(self, claimable: list[int]):
+        while (index := claim_next(self._claims, len(claimable))) is not None:
+            yield claimable[index]
 
     def _call(self, slot: int, message, busy: list) -> None:
         try:

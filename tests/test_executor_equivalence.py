@@ -15,6 +15,7 @@ Real SQLite files, real worker processes, as in tests/test_engine.py.
 from __future__ import annotations
 
 import threading
+import time
 
 import apsw
 import pytest
@@ -216,10 +217,19 @@ BUMP = "UPDATE acct SET balance = balance + 1 WHERE id = ? RETURNING balance"
 
 @evedb.procedure
 def equiv_read_or_die(db, marker_path, coordinator_pid):
-    """Read-only; kills the worker process it runs in the first time (never the coordinator)."""
-    if os.getpid() != coordinator_pid and not os.path.exists(marker_path):
-        open(marker_path, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Read-only; kills the worker process it runs in the first time (never the coordinator).
+    Reads are self-scheduled, so a batch holds two calls, and the coordinator waits a little
+    in one before the marker exists: meanwhile a worker takes the other."""
+    if not os.path.exists(marker_path):
+        if os.getpid() == coordinator_pid:
+            time.sleep(0.3)
+        else:
+            try:
+                os.close(os.open(marker_path, os.O_CREAT | os.O_EXCL))  # one death, whoever is first
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
     return db.execute("SELECT sum(balance) FROM acct")
 
 
@@ -247,6 +257,7 @@ def _die_batch(marker, procedure="equiv_read_or_die"):
         Request.statement("w", 1, BUMP, (1,)),
         Request.statement("w2", 1, BUMP, (2,)),
         Request.call("x", 1, procedure, (marker, os.getpid())),
+        Request.call("y", 1, "equiv_read_or_die", (marker, os.getpid())),
         Request.statement("r", 1, POINT, (3,)),
         Request.statement("r2", 1, TOTAL),
         Request.statement("w", 1, BUMP, (1,)),  # a retry (another parallel batch)
@@ -280,11 +291,11 @@ def test_worker_dying_in_a_read_share_after_the_write_share_ran(tmp_path, commit
     marker = str(tmp_path / "died")
     reference = _sequential_reference(tmp_path, _die_batch(marker + ".ref"))
     with _dying_engine(tmp_path, local_writes) as engine:
-        # The procedure is costly, the total costlier still: dealt longest first, the total
-        # takes the first slot (this process's, with local writes) and the procedure goes
-        # to a worker; the cheap requests stay here.
+        # The procedure is costly: with local writes this process runs the writes first, then
+        # takes reads longest first from the list a worker takes from too (see the procedure);
+        # without, the calls are dealt to the two workers.
         engine._executor.costs._by_shape.update(
-            {("procedure", "equiv_read_or_die"): 0.5, POINT: 1e-6, TOTAL: 1.0, BUMP: 1e-6})
+            {("procedure", "equiv_read_or_die"): 1.0, POINT: 1e-6, TOTAL: 0.5, BUMP: 1e-6})
         outcome = engine.execute(_die_batch(marker), commit=commit)
         assert os.path.exists(marker) and engine.stats.worker_restarts == 1
         if not commit:
