@@ -146,6 +146,12 @@ def record_batches(path, *, mix: str, browsers: int, count: int, items: int, ebs
     return batches, root
 
 
+def _noted(items, positions: set):
+    for position, request in items:
+        positions.add(position)
+        yield position, request
+
+
 class CallTimes:
     """Per procedure, the time of each call where it ran, from the engines' executors."""
 
@@ -163,7 +169,10 @@ class CallTimes:
             local_run_share = local.run_share
 
             def run_share_here(seq, timestamp_ms, seed, items, *args, **kwargs):
-                local_positions.update(position for position, _ in items)
+                if isinstance(items, list):
+                    local_positions.update(position for position, _ in items)
+                else:  # reads taken one at a time from a shared list: note them as they come
+                    items = _noted(items, local_positions)
                 return local_run_share(seq, timestamp_ms, seed, items, *args, **kwargs)
 
             local.run_share = run_share_here
