@@ -291,8 +291,10 @@ class ExecutionEngine:
             unconflicted = frozenset()
             if plan is not None:
                 parallel_plan = [list(group) for group in plan]
-            elif len(parallel_plan) > 1 and not self.mixer_false_negative_rate:
-                # Reads that conflict with nothing may keep a worker busy across the barriers.
+            elif (len(parallel_plan) > 1 and not sequential and not self.mixer_false_negative_rate
+                  and getattr(self._executor, "coordinator_slot", False)):
+                # Reads that conflict with nothing may keep a worker busy across the barriers
+                # (only a pool beside this process's worker uses them: see ProcessExecutor).
                 unconflicted = mixer.unconflicted(accesses)
             executor = self._executor
             if sequential:
@@ -304,8 +306,7 @@ class ExecutionEngine:
                 probe_token = self._batch_order_token(batch, writes)
             started = time.perf_counter()
             try:
-                result = executor.run(batch, parallel_plan, writes, final=commit,
-                                      unconflicted=frozenset() if sequential else unconflicted)
+                result = executor.run(batch, parallel_plan, writes, final=commit, unconflicted=unconflicted)
             except WorkerDied:
                 # A worker died holding part of the batch: whatever of it committed is undone,
                 # and the batch runs again, sequentially, on this process.
