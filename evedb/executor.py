@@ -509,12 +509,6 @@ def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) 
         into.hash_seconds += share.hash_seconds
 
 
-# The read split's prices (see split_reads), from this 2-core VM: shipping a read costs this
-# process ~20 µs (its request encoded, its reply decoded: bench/executor_scaling's kv
-# workloads ran 1.2 ms slower per 58 shipped point reads) and the worker about as much; a
-# worker's round trip (two pipe writes, two process wake-ups) ~100-200 µs.
-SHIP_HERE_SECONDS = 20e-6
-SHIP_THERE_SECONDS = 20e-6
 # A read estimated under this is cheap: it may stay in this process (the node's read path
 # uses the same bound: engine.LOCAL_READ_MAX_US).
 LOCAL_READ_MAX_SECONDS = 150e-6
@@ -585,46 +579,6 @@ def split_reads(read_positions: Sequence[int], estimates: Sequence[float], loads
     for share in shares:
         share.sort()
     return shares
-
-
-def split_reads_with_local(read_positions: Sequence[int], estimates: Sequence[float], local_load: float,
-                           workers: int, cheap: float = LOCAL_READ_MAX_SECONDS,
-                           shipping: tuple[float, float] = (SHIP_HERE_SECONDS, SHIP_THERE_SECONDS),
-                           ) -> tuple[list[int], list[list[int]]]:
-    """Reads split between this process (already holding `local_load`, its write share) and
-    the `workers` worker processes: (reads kept here, one list per worker).  Used when this
-    process is not one of the workers (see `ProcessExecutor._run_claiming` for when it is).
-
-    Costly reads (estimated at `cheap` or more) all go to the workers, longest first (LPT):
-    this process beside a full pool would be one runner more than cores (measured: three
-    TPC-W best sellers at once on 2 cores took twice as long each).  Cheap reads stay here,
-    longest first, while this process would still finish before the busiest worker, and
-    always when no worker has anything to do; past that a cheap read is shipped only when
-    that is worth it: it costs `here` in this process (less than running it) and `there` in
-    the worker, on top of its own cost, and the worker must still finish it sooner.
-    """
-    heavy = [i for i, cost in enumerate(estimates) if cost >= cheap]
-    light = [i for i, cost in enumerate(estimates) if cost < cheap]
-    here, there = shipping
-    loads = [0.0] * workers
-    kept: list[int] = []
-    shares = split_reads([read_positions[i] for i in heavy], [estimates[i] for i in heavy], loads)
-    light.sort(key=lambda i: (-estimates[i], read_positions[i]))
-    for i in light:
-        cost = estimates[i]
-        slot = min(range(workers), key=loads.__getitem__)
-        busiest = max(loads)
-        if busiest == 0.0 or local_load + cost <= busiest or cost <= here or loads[slot] + cost + there >= local_load + cost:
-            kept.append(read_positions[i])
-            local_load += cost
-        else:
-            shares[slot].append(read_positions[i])
-            loads[slot] += cost + there
-            local_load += here
-    kept.sort()
-    for share in shares:
-        share.sort()
-    return kept, shares
 
 
 def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int]]:
@@ -803,7 +757,7 @@ class ProcessExecutor:
         # and the pool has one process fewer, so a parallel batch has one runner per core
         # instead of one more (evedb/DESIGN.md, "Execution").  Parallel writers spread writer
         # shares over the pool, so they keep a full one.
-        self.coordinator_slot = local_writer is not None and not parallel_writers and workers > 1
+        self.coordinator_slot = local_writer is not None and not parallel_writers
         self.workers = workers - 1 if self.coordinator_slot else workers
         self.parallel_writers = parallel_writers
         self.reverse_writer_dispatch = reverse_writer_dispatch
@@ -842,7 +796,6 @@ class ProcessExecutor:
         for positions in plan:
             write_positions = [p for p in positions if writes[p]]
             read_positions = [p for p in positions if not writes[p]]
-            local = self.local_writer is not None and not self.parallel_writers
             # Each worker's messages for this parallel batch, sent one at a time: a worker's
             # next message goes out when it has answered the previous one.
             queues: list[list] = [[] for _ in range(self.workers)]
@@ -857,15 +810,10 @@ class ProcessExecutor:
                     queues[slot].append(message(writer_shares[slot], True, False, rank * self.writer_stagger_ms))
                     loads[slot] += sum(estimates[p] for p in writer_shares[slot])
                 first_order = slots + [slot for slot in first_order if slot not in slots]
-            elif write_positions and not local:
+            elif write_positions:
                 queues[0].append(message(write_positions, True, final and len(plan) == 1 and not read_positions))
                 loads[0] += sum(estimates[p] for p in write_positions)
-            read_estimates = [estimates[p] for p in read_positions]
-            if local:
-                local_reads, read_shares = split_reads_with_local(
-                    read_positions, read_estimates, sum(estimates[p] for p in write_positions), self.workers)
-            else:
-                local_reads, read_shares = [], split_reads(read_positions, read_estimates, loads)
+            read_shares = split_reads(read_positions, [estimates[p] for p in read_positions], loads)
             for slot, share in enumerate(read_shares):
                 if share:
                     queues[slot].append(message(share, False, False))
@@ -873,12 +821,7 @@ class ProcessExecutor:
             for slot in first_order:
                 if queues[slot]:
                     self._call(slot, queues[slot].pop(0), busy)
-            local_shares = []
-            if local:
-                # The read shares handed out above run meanwhile in the worker processes.
-                local_shares = self._run_here(batch, [(local_reads, write_positions)], busy,
-                                              final=final and len(plan) == 1 and not busy)
-            shares = local_shares + self._collect(busy, queues)
+            shares = self._collect(busy, queues)
             self._observe(batch, shares)
             _merge_shares(len(batch.requests), shares, result)
         return result

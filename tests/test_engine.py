@@ -417,35 +417,21 @@ def test_split_reads_deals_longest_first_to_the_least_loaded_worker():
     assert all(share == sorted(share) for share in shares)
 
 
-def test_cheap_reads_stay_in_process_and_costly_ones_go_to_the_workers():
-    from evedb.executor import split_reads_with_local
-
-    us = 1e-6
-    # Only cheap reads: nothing is worth a worker's round trip, all stay here.
-    kept, shares = split_reads_with_local([1, 2, 3], [20 * us, 30 * us, 10 * us], 0.0, 2)
-    assert kept == [1, 2, 3] and shares == [[], []]
-    # Costly reads go to the workers (LPT); cheap ones stay here while this process still
-    # finishes before the busiest worker.
-    kept, shares = split_reads_with_local([1, 2, 3, 4, 5], [3000 * us, 2000 * us, 100 * us, 100 * us, 50 * us],
-                                          0.0, 2)
-    assert shares == [[1], [2]] and kept == [3, 4, 5]
-    # Too many cheap reads for this process alone: the surplus is shipped, evening the loads
-    # out (a shipped read costs 20 µs here and 20 µs more there).
-    positions = list(range(40))
-    kept, shares = split_reads_with_local(positions, [1000 * us] + [100 * us] * 39, 0.0, 2)
-    assert 0 in shares[0] and sorted(kept + shares[0] + shares[1]) == positions
-    shipped = len(shares[0]) + len(shares[1]) - 1
-    loads = [100 * len(kept) + 20 * shipped, 1000 + 120 * (len(shares[0]) - 1), 120 * len(shares[1])]
-    assert shipped and max(loads) - min(loads) <= 240, loads
-
-
-def test_costly_reads_all_go_to_a_full_pool():
-    from evedb.executor import split_reads_with_local
-
-    us = 1e-6
-    # Beside a full pool this process would be one runner too many: costly reads go there.
-    kept, shares = split_reads_with_local([1, 2], [3000 * us, 2000 * us], 0.0, 2)
-    assert kept == [] and shares == [[1], [2]]
+def test_cheap_reads_stay_in_process_and_costly_ones_are_shared_with_the_pool(tmp_path):
+    with fresh_engine(tmp_path, "cheap.db", workers=2) as engine:
+        executor = engine._executor
+        calls = []
+        call = executor._call
+        executor._call = lambda slot, message, busy: (calls.append(message[0]), call(slot, message, busy))
+        reads = tuple(point_reads(3))
+        costs = executor.costs._by_shape
+        costs[reads[0].statements[0].sql] = 20e-6  # three point reads: not worth a worker's round trip
+        engine.execute(Batch(1, 0, 1_700_000_000_001, 7, reads), commit=True)
+        assert calls == []
+        costs[reads[0].statements[0].sql] = 3e-3  # costly: the pool takes from the same list
+        outcome = engine.execute(Batch(2, 0, 1_700_000_000_002, 7, reads), commit=True)
+        assert calls == ["claim"]
+        assert [reply.results[0].rows for reply in outcome.replies] == [((100,),)] * 3
 
 
 def test_the_pool_has_one_process_fewer_when_this_process_is_a_worker(tmp_path):
