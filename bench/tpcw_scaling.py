@@ -224,19 +224,23 @@ def main(argv=None) -> int:
     arguments.add_argument("--ebs", type=int, default=10)
     arguments.add_argument("--browsers", type=int, default=32, help="calls per batch (default 32)")
     arguments.add_argument("--rounds", type=int, help="measured rounds (default 60, 12 with --quick)")
+    arguments.add_argument("--batches-per-round", type=int, default=1,
+                           help="consecutive batches per measured round (default 1)")
     arguments = arguments.parse_args(argv)
     rounds = arguments.rounds or (12 if arguments.quick else 60)
-    workload = Workload(f"tpcw_{arguments.mix}", None, arguments.browsers, 1)
+    per_round = arguments.batches_per_round
+    workload = Workload(f"tpcw_{arguments.mix}", None, arguments.browsers, per_round)
     options = {"procedure_modules": PROCEDURES, "rules": load_rules("tpcw")}
     with common.scratch_directory() as directory:
         golden = directory / "tpcw.db"
         common.progress(f"populating TPC-W: {arguments.items} items, {arguments.ebs} EBs ...")
         report = populate(str(golden), arguments.items, arguments.ebs, seed=arguments.seed)
         common.progress(f"rows: {report.total_rows:,} ({report.rows_per_second:,.0f} rows/s)")
-        common.progress(f"recording {WARM_ROUNDS + rounds} batches of {arguments.browsers} calls ({arguments.mix} mix) ...")
+        count = (WARM_ROUNDS + rounds) * per_round
+        common.progress(f"recording {count} batches of {arguments.browsers} calls ({arguments.mix} mix) ...")
         batches, recorded_root = record_batches(
             common.copy_database(golden, directory / "recorder.db"), mix=arguments.mix,
-            browsers=arguments.browsers, count=WARM_ROUNDS + rounds, items=arguments.items, ebs=arguments.ebs,
+            browsers=arguments.browsers, count=count, items=arguments.items, ebs=arguments.ebs,
             seed=arguments.seed)
         control = common.CpuControl()
         call_times = CallTimes()

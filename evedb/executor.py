@@ -234,6 +234,9 @@ class Worker:
                 started = clock()
                 reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes,
                                                           None if position in reads else cache)
+                # Its canonical bytes now, while the batch's requests are still running side
+                # by side: the token's reply hash and the client's frame need them after.
+                reply = codec.with_encoding(reply)
                 request_seconds.append(clock() - started)
                 replies.append((position, reply))
                 if changed_schema:
@@ -658,9 +661,11 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
             share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
             answer = [
                 "done",
-                # Each reply as its canonical bytes: the coordinator keeps them for the token's
-                # reply hash and the client's frame, and decodes them with tuples for rows.
-                [[position, codec.encode_reply(reply)] for position, reply in share.replies],
+                # Each reply as its ids and canonical bytes: the coordinator keeps the bytes for
+                # the token's reply hash and the client's frame, and decodes them only if asked
+                # (codec.EncodedReply).
+                [[position, reply.client_id, reply.request_id, codec.encode_reply(reply)]
+                 for position, reply in share.replies],
                 [[table, page, delta.to_bytes(16, "little")] for (table, page), delta in share.page_deltas.items()],
                 share.changeset,
                 share.undo_id,
@@ -718,10 +723,28 @@ class _WorkerProcess:
         self.connection.close()
 
 
+class _PlainRequests:
+    """A batch's requests in their message form, each encoded on first use: most of a
+    batch (its writes, the reads this process keeps) never leaves this process."""
+
+    __slots__ = ("_requests", "_plain")
+
+    def __init__(self, requests: Sequence[Request]):
+        self._requests = requests
+        self._plain: dict[int, list] = {}
+
+    def __getitem__(self, position: int) -> list:
+        plain = self._plain.get(position)
+        if plain is None:
+            plain = self._plain[position] = codec.request_to_plain(self._requests[position])
+        return plain
+
+
 def _share_from_answer(answer) -> ShareResult:
     _, replies, deltas, changeset, undo_id, schema_changed, committed, hash_seconds, request_seconds = answer
     return ShareResult(
-        [(position, codec.reply_from_bytes(encoded)) for position, encoded in replies],
+        [(position, codec.EncodedReply(client_id, request_id, encoded))
+         for position, client_id, request_id, encoded in replies],
         {(table, page): int.from_bytes(delta, "little") for table, page, delta in deltas},
         changeset,
         undo_id,
@@ -781,7 +804,7 @@ class ProcessExecutor:
         request of the batch (mixer.unconflicted); reads among them may run in a worker across
         the barriers between parallel batches (`_run_claiming`)."""
         result = PlanResult([None] * len(batch.requests), {}, [], False)
-        encoded = [codec.request_to_plain(request) for request in batch.requests]
+        encoded = _PlainRequests(batch.requests)  # encoded when first shipped to the pool
         estimates = [self.costs.estimate(request) for request in batch.requests]
 
         def message(share_positions, share_writes: bool, share_final: bool, start_delay_ms: float = 0.0):

@@ -112,10 +112,18 @@ class MixerRules:
 
     procedures: Mapping[str, ProcedureRule] = field(default_factory=dict)
     source: str = "<dict>"
+    # The Access of each procedure whose rule keys nothing: the same for every call, so built
+    # once (the mixer asks for one per request of every batch).
+    _fixed: Mapping[str, Access] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # A read-only view: rules are shared by every request and must not drift.
         object.__setattr__(self, "procedures", MappingProxyType(dict(self.procedures)))
+        object.__setattr__(self, "_fixed", {
+            name: Access(reads=rule.reads, writes=rule.writes, keys=frozenset(), exclusive=False,
+                         read_only=rule.read_only)
+            for name, rule in self.procedures.items() if not rule.key_rules
+        })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> MixerRules:
@@ -136,6 +144,9 @@ class MixerRules:
 
     def access(self, procedure: str, args: Sequence[Any] = ()) -> Access:
         """The Access of a call; exclusive when the procedure has no rule."""
+        fixed = self._fixed.get(procedure)
+        if fixed is not None:
+            return fixed
         rule = self.procedures.get(procedure)
         if rule is None:
             return Access(reads=frozenset(), writes=frozenset(), keys=frozenset(),

@@ -240,3 +240,16 @@ def test_from_dict_names_its_source():
     assert rules.access("p", ()).writes == {"t"}
     with pytest.raises(MixerRulesError, match="expected a table"):
         MixerRules.from_dict([], source="cfg")  # type: ignore[arg-type]
+
+
+def test_a_rule_without_keys_gives_one_access_for_every_call():
+    rules = load_rules("tpcw")
+    for name, rule in rules.procedures.items():
+        first, second = rules.access(name, (1, 2, 3)), rules.access(name, ("x",))
+        if rule.key_rules:
+            continue
+        assert first is second
+        assert first == Access(reads=rule.reads, writes=rule.writes, keys=frozenset(), exclusive=False,
+                               read_only=rule.read_only)
+    assert any(not rule.key_rules for rule in rules.procedures.values())
+    assert rules.access("no_such_procedure").exclusive

@@ -7,6 +7,9 @@ never crash the process.
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import FrozenInstanceError
+
 import apsw
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -382,8 +385,16 @@ def test_an_update_record_that_changes_its_key_is_refused():
 @given(st.lists(replies, max_size=5), st.data())
 def test_replies_that_kept_their_bytes_hash_and_frame_as_if_encoded_afresh(batch_replies, data):
     # Some replies arrive from a worker as bytes (and keep them), others were made here.
-    mixed = [codec.reply_from_bytes(codec.pack(codec.reply_to_plain(reply))) if data.draw(st.booleans()) else reply
-             for reply in batch_replies]
+    def kept(reply):
+        encoded = codec.pack(codec.reply_to_plain(reply))
+        return data.draw(st.sampled_from([
+            reply,
+            codec.reply_from_bytes(encoded),
+            codec.EncodedReply(reply.client_id, reply.request_id, encoded),
+            codec.with_encoding(reply),
+        ]))
+
+    mixed = [kept(reply) for reply in batch_replies]
     assert codec.encode_replies(mixed) == codec.encode_replies_python(batch_replies)
     for reply in mixed:
         assert codec.reply_message(reply) == codec.pack(["reply", codec.reply_to_plain(reply)])
@@ -395,6 +406,47 @@ def test_a_decoded_reply_equals_the_original_and_keeps_its_bytes():
     assert decoded == reply  # the kept bytes are not part of a reply's equality
     assert decoded.encoded == codec.pack(codec.reply_to_plain(reply))
     assert decoded.results[0].rows == ((1,), (None,))
+
+
+def test_a_reply_kept_as_bytes_is_decoded_only_when_read_and_is_equal_to_the_original():
+    reply = Reply("c", 3, (StatementResult((Column("a", "INTEGER"),), ((1,), (None,)), 2, None),))
+    kept = codec.EncodedReply("c", 3, codec.encode_reply(reply))
+    assert kept == reply and reply == kept and hash(kept) == hash(reply) and kept.ok
+    assert kept.results[0].rows == ((1,), (None,)) and kept.error is None
+    assert repr(kept) == "Encoded" + repr(reply)
+    assert pickle.loads(pickle.dumps(kept)) == reply
+    assert codec.reply_message(kept) == codec.reply_message(reply)
+    failed = Reply("c", 4, (), ErrorInfo("ProgrammingError", "no such table: t"))
+    assert codec.EncodedReply("c", 4, codec.encode_reply(failed)) == failed
+    assert codec.EncodedReply("c", 4, codec.encode_reply(failed)) != reply
+    # Nothing is decoded before a field is read: bad bytes fail there, not when kept.
+    damaged = codec.EncodedReply("c", 5, b"\xc1")
+    assert (damaged.client_id, damaged.request_id, damaged.encoded) == ("c", 5, b"\xc1")
+    with pytest.raises(codec.CodecError):
+        damaged.results
+    with pytest.raises(FrozenInstanceError):
+        kept.request_id = 9
+
+
+def test_a_shares_replies_carry_their_canonical_bytes(tmp_path):
+    path = str(tmp_path / "db.sqlite")
+    setup = storage.open_connection(path)
+    storage.ensure_internal_tables(setup)
+    setup.close()
+    worker = Worker(path, storage.StorageOptions())
+    try:
+        share = worker.run_share(1, 1_700_000_000_000, 7, [
+            (0, Request.statement("a", 1, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)")),
+            (1, Request.statement("b", 1, "INSERT INTO t VALUES (1, 'x'), (2, NULL)")),
+            (2, Request.statement("c", 1, "SELECT k, v FROM t ORDER BY k")),
+            (3, Request.statement("d", 1, "SELECT nothing FROM nowhere")),
+        ], True)
+    finally:
+        worker.close()
+    assert [reply.results[-1].rows for _, reply in share.replies[2:3]] == [((1, "x"), (2, None))]
+    assert share.replies[3][1].error is not None
+    for _, reply in share.replies:
+        assert reply.encoded == codec.pack(codec.reply_to_plain(reply))
 
 
 def test_nesting_msgpack_refuses_is_refused_alike_and_never_overflows_the_stack():
