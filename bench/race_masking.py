@@ -6,8 +6,8 @@ whose result depends on order) runs on nodes started with `--parallel-writers` (
 batch's writes are split across worker processes and serialize on SQLite's write lock in a
 timing-dependent order) and `--mixer-false-negative-rate P` (the mixer wrongly admits a
 conflicting request with probability P, the same wrong plan on every replica).  Every node
-also runs `--race-probe`: before each parallel execution it executes the batch in batch order,
-undoes it, and logs whether the parallel token differed (a *manifestation*).
+also runs `--race-probe`: before each parallel execution it executes the batch in its serial
+(execution) order, undoes it, and logs whether the parallel token differed (a *manifestation*).
 
 Modes, each a fresh set of processes on loopback with the same clients and duration:
 - `unreplicated`: one node alone.  Manifestations are committed as they are: nobody checks.
@@ -21,7 +21,7 @@ Modes, each a fresh set of processes on loopback with the same clients and durat
 
 Per mode it reports: batches probed and manifestations per node; for the pair, the two nodes'
 probe records joined by seq: batches where either node manifested, of those detected (the
-tokens differed) and undetected (both took the same non-batch order, equal tokens), the
+tokens differed) and undetected (both took the same non-serial order, equal tokens), the
 primary's `divergences` counter, rollbacks, re-executions, state transfers, whether the final
 roots are equal; and the client check: every reply a client received equals the committed
 history's record of that step, and each counter's committed steps form one chain (a reply
@@ -119,7 +119,7 @@ def _join_probes(primary: dict[int, dict], backup: dict[int, dict]) -> dict:
             detected += 1
             detected_without_manifestation += not either
         elif either:
-            undetected += 1  # both nodes took the same non-batch order: nothing to compare
+            undetected += 1  # both nodes took the same non-serial order: nothing to compare
     return {
         "batches_probed_on_both": len(both),
         "batches_probed_from_different_states": len(common) - len(both),

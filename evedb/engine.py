@@ -20,10 +20,15 @@ Rules kept:
 - a batch that changed the schema cannot be undone by changesets; rolling it back raises,
   and such batches are executed alone (DDL is exclusive) so the pair can repair by transfer.
 
+A batch executes as if its requests ran one at a time in its *execution order*
+(`execution_order`): reads first, then writes, each in batch order, a client's read after
+its own earlier write.  Parallel execution, sequential re-execution and every replica follow
+that one order.
+
 The race probe (opt-in, `serve --race-probe`, for bench/race_masking): before executing a
-batch in parallel, the engine executes it sequentially in batch order, takes that token,
+batch in parallel, the engine executes it sequentially in execution order, takes that token,
 undoes it, and only then runs the parallel execution, which is the one kept.  A batch whose
-two tokens differ is a *manifestation*: its parallel execution is not the batch-order one.
+two tokens differ is a *manifestation*: its parallel execution is not the serial one.
 Each probe is appended to a JSON-lines file (seq, view, both tokens), so the measurement can
 join the two replicas' records by seq.  It changes what the node computes only in timing.
 """
@@ -40,7 +45,7 @@ from typing import Sequence
 
 import apsw
 
-from . import codec, merkle, mixer, storage
+from . import codec, merkle, storage
 from .access import EXCLUSIVE, Access, Catalog, analyze
 from .errors import InternalError, NotSupportedError
 from .executor import (LOCAL_READ_MAX_SECONDS, InlineExecutor, PlanResult, ProcessExecutor, WorkerDied,
@@ -73,7 +78,7 @@ class EngineStats:
     requests: int = 0
     parallel_batches: int = 0
     # Batches whose workers ran conflict-free reads across the barriers (ProcessExecutor.run).
-    barrier_free_batches: int = 0
+    overlapped_batches: int = 0
     rollbacks: int = 0
     reexecutions: int = 0
     worker_restarts: int = 0
@@ -122,6 +127,31 @@ def _perturb(result: PlanResult) -> None:
 
 def _bytes16(value: int) -> bytes:
     return value.to_bytes(16, "little")
+
+
+def execution_order(batch: Batch, accesses: Sequence[Access], writes: Sequence[bool]) -> list[int]:
+    """The order in which `batch` executes, as if its requests ran one at a time.
+
+    The read-only requests come first, then the others, each in batch order; except a read
+    whose client has a write earlier in the batch, which stays after that write (a client
+    reads its own writes), and a batch holding an exclusive request (DDL), which keeps batch
+    order.  Every request of a batch was pending when the batch was cut, none answered yet,
+    so any order is one a client could have seen; this one lets the first parallel batch hold
+    nearly every read, all of them against the state before the batch, which the executor
+    runs beside the writes without a barrier (ProcessExecutor._run_claiming).  A pure
+    function of the batch and its accesses: every replica derives the same order.
+    """
+    if any(access.exclusive for access in accesses):
+        return list(range(len(accesses)))
+    reads, rest, writers = [], [], set()
+    for position, request in enumerate(batch.requests):
+        if writes[position] or request.client_id in writers:
+            rest.append(position)
+            if writes[position]:
+                writers.add(request.client_id)
+        else:
+            reads.append(position)
+    return reads + rest
 
 
 def _with_reply_key(access: Access, client_id: str) -> Access:
@@ -260,7 +290,8 @@ class ExecutionEngine:
         return parallel_plan, writes
 
     def _plan(self, batch: Batch):
-        """(parallel batches, which requests write, the requests' accesses)."""
+        """(parallel batches, which requests write, the execution order).  The mixer sees the
+        requests in execution order; each parallel batch lists batch positions, ascending."""
         with self.catalog.version_checked():
             accesses = [self.access_of(request) for request in batch.requests]
         if self.options.reply_cache:
@@ -271,8 +302,10 @@ class ExecutionEngine:
                 for access, request in zip(accesses, batch.requests)
             ]
         writes = [not access.read_only for access in accesses]
-        return mix(accesses, self.max_parallel, false_negative_rate=self.mixer_false_negative_rate,
-                   seed=batch.seed), writes, accesses
+        order = execution_order(batch, accesses, writes)
+        plan = mix([accesses[i] for i in order], self.max_parallel,
+                   false_negative_rate=self.mixer_false_negative_rate, seed=batch.seed)
+        return [sorted(order[i] for i in group) for group in plan], writes, order
 
     # --- execution ---
 
@@ -287,32 +320,26 @@ class ExecutionEngine:
             # The primary's seed mixes in its clock: derive both from seq alone instead.
             batch = dataclasses.replace(batch, timestamp_ms=self.fixed_clock_ms + batch.seq, seed=batch.seq * 7919)
         with self._lock:
-            parallel_plan, writes, accesses = self._plan(batch)
-            unconflicted = frozenset()
+            parallel_plan, writes, order = self._plan(batch)
             if plan is not None:
                 parallel_plan = [list(group) for group in plan]
-            elif (len(parallel_plan) > 1 and not sequential and not self.mixer_false_negative_rate
-                  and getattr(self._executor, "coordinator_slot", False)):
-                # Reads that conflict with nothing may keep a worker busy across the barriers
-                # (only a pool beside this process's worker uses them: see ProcessExecutor).
-                unconflicted = mixer.unconflicted(accesses)
             executor = self._executor
             if sequential:
-                parallel_plan = [list(range(len(batch.requests)))]
+                parallel_plan = [order]
                 executor = self.sequential_executor
             probe_token = None
             if self.race_probe_path and not sequential and not commit and self._probe_worthwhile(batch, parallel_plan):
                 root_before = self.tree.root()
-                probe_token = self._batch_order_token(batch, writes)
+                probe_token = self._serial_order_token(batch, writes, order)
             started = time.perf_counter()
             try:
-                result = executor.run(batch, parallel_plan, writes, final=commit, unconflicted=unconflicted)
+                result = executor.run(batch, parallel_plan, writes, final=commit)
             except WorkerDied:
                 # A worker died holding part of the batch: whatever of it committed is undone,
                 # and the batch runs again, sequentially, on this process.
                 self.stats.worker_restarts += 1
                 self._undo_from(batch.seq)
-                parallel_plan = [list(range(len(batch.requests)))]
+                parallel_plan = [order]
                 result = self.sequential_executor.run(batch, parallel_plan, writes)
                 self.stats.reexecutions += 1
             except Exception as error:
@@ -323,12 +350,12 @@ class ExecutionEngine:
                     raise
                 # Typically a writer share that waited past the busy timeout for another
                 # share's write lock: run the batch again, sequentially, as after a dead worker.
-                parallel_plan = [list(range(len(batch.requests)))]
+                parallel_plan = [order]
                 result = self.sequential_executor.run(batch, parallel_plan, writes)
                 self.stats.reexecutions += 1
             if sequential:
                 self.stats.reexecutions += 1
-            self.stats.barrier_free_batches += result.barrier_free
+            self.stats.overlapped_batches += result.overlapped
             executed = time.perf_counter()
             if self.perturb_executions and not sequential:
                 self.perturb_executions -= 1
@@ -351,9 +378,9 @@ class ExecutionEngine:
             return False
         return not any(self.access_of(request).exclusive for request in batch.requests)
 
-    def _batch_order_token(self, batch: Batch, writes) -> int:
-        """The token of `batch` executed sequentially in batch order, leaving no trace."""
-        result = self.sequential_executor.run(batch, [list(range(len(batch.requests)))], writes)
+    def _serial_order_token(self, batch: Batch, writes, order) -> int:
+        """The token of `batch` executed sequentially in its execution order, leaving no trace."""
+        result = self.sequential_executor.run(batch, [order], writes)
         try:
             self.tree.apply_deltas(result.page_deltas)
             replies_digest = merkle.replies_hash(codec.encode_replies(result.replies))
@@ -365,8 +392,8 @@ class ExecutionEngine:
             self._undo_from(batch.seq)
         return token
 
-    def _record_probe(self, batch: Batch, root_before: int, batch_order_token: int, parallel_token: int) -> None:
-        manifested = batch_order_token != parallel_token
+    def _record_probe(self, batch: Batch, root_before: int, serial_token: int, parallel_token: int) -> None:
+        manifested = serial_token != parallel_token
         self.stats.race_probes += 1
         self.stats.race_manifestations += manifested
         with open(self.race_probe_path, "a", encoding="utf-8") as log:
@@ -374,7 +401,7 @@ class ExecutionEngine:
                 "seq": batch.seq, "view": batch.view, "requests": len(batch.requests),
                 "root_before": f"{root_before:032x}",
                 "manifested": manifested, "parallel_token": f"{parallel_token:032x}",
-                "batch_order_token": f"{batch_order_token:032x}",
+                "serial_token": f"{serial_token:032x}",
             }) + "\n")
 
     def _finish(self, batch: Batch, result: PlanResult, parallel_batches: int) -> Outcome:

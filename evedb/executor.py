@@ -1,9 +1,9 @@
 """Running a batch's parallel batches on workers, each owning one SQLite connection.
 
 One interface, two implementations:
-- `InlineExecutor`: one worker in this process, everything in batch order.  It is sequential
-  re-execution after a divergence, the "traditional state machine replication" baseline, and
-  the executor of deterministic tests.
+- `InlineExecutor`: one worker in this process, the parallel batches one after another.  It
+  is sequential re-execution after a divergence, the "traditional state machine
+  replication" baseline, and the executor of deterministic tests.
 - `ProcessExecutor`: a pool of worker processes (threads lose to the GIL on small
   transactions; processes scale).  Work is handed over one message per worker per parallel
   batch; parallel batches of a batch run one after another with a barrier between them.
@@ -11,15 +11,14 @@ One interface, two implementations:
   loaded worker), the estimates being moving averages of what workers measured per request
   shape (`RequestCosts`), so one message per worker still gives every worker about as much
   work.  With a local worker (the default), this process is one of the workers: it runs the
-  write share, and the pool has one process fewer; a parallel batch then has one runner per
-  core.  Its reads are then self-scheduled (`_run_claiming`): one list, longest estimated
-  first, that the pool and this process (after the writes) take from one at a time through a
-  shared counter, so all finish within about one read of each other whatever the estimates.
-  Barriers cost when parallel batches are small: a cart write that must follow a read leaves
-  the pool idle while it runs.  So when the engine passes the requests that conflict with
-  nothing else in the batch (`mixer.unconflicted`), those reads may instead be one list for
-  the whole batch, which the pool takes from while this process runs every parallel batch
-  in order with the rest; the cost estimates pick (`_prefer_barrier_free`).
+  writes, and the pool has one process fewer; a parallel batch then has one runner per core.
+  The reads of the first parallel batch (nearly every read: the engine's execution order
+  puts reads first) are then self-scheduled (`_run_claiming`): one list, longest estimated
+  first, that the pool and this process take from one at a time through a shared counter,
+  so all finish within about one read of each other whatever the estimates.  They read the
+  state before the batch, so no barrier holds them: the pool reads on while this process
+  runs the later parallel batches, whose commits wait only until every pool worker holds
+  its read snapshot (a WAL reader keeps its snapshot until its transaction ends).
 
 How a worker runs its share of a parallel batch (a "share" is the requests one worker gets):
 1. the batch timestamp is fixed for SQLite's clock and random() is reseeded per request;
@@ -53,6 +52,7 @@ its peer then rarely takes the same wrong order (schedule diversity; bench/race_
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -93,6 +93,9 @@ class ShareResult:
 
 class _MultipleStatements(Exception):
     pass
+
+
+_SNAPSHOT_READ = "SELECT 1 FROM sqlite_schema LIMIT 1"
 
 
 class _ShareReplies:
@@ -197,7 +200,7 @@ class Worker:
     # --- a share ---
 
     def run_share(self, seq: int, timestamp_ms: int, seed: int, items, writes: bool, final: bool = False,
-                  reads: frozenset = frozenset()) -> ShareResult:
+                  reads: frozenset = frozenset(), snapshot_taken=None) -> ShareResult:
         """Run a share in one SQLite transaction.
 
         final: this share is the whole batch and the batch commits as soon as it has run (no
@@ -206,17 +209,30 @@ class Worker:
         reads: positions of read-only requests in a share that writes (sequential execution
         runs reads and writes in one share): their replies stay out of the reply cache, as
         they do when a parallel execution runs them in a read share.
+        snapshot_taken: a shared counter (multiprocessing.Value) this read share increments
+        once its read transaction holds its snapshot, before running anything: the
+        coordinator commits no later parallel batch before that (ProcessExecutor._claim).
         """
         storage.set_batch_timestamp(timestamp_ms)
         try:
-            return self._run_share(seq, timestamp_ms, seed, items, writes, final, reads)
+            return self._run_share(seq, timestamp_ms, seed, items, writes, final, reads, snapshot_taken)
         finally:
             storage.set_batch_timestamp(None)
 
-    def _run_share(self, seq, timestamp_ms, seed, items, writes, final, reads=frozenset()) -> ShareResult:
+    def _run_share(self, seq, timestamp_ms, seed, items, writes, final, reads=frozenset(),
+                   snapshot_taken=None) -> ShareResult:
         self._shapes_checked = False
         self._current_seq = seq
         self._internal("BEGIN IMMEDIATE" if writes else "BEGIN")
+        if snapshot_taken is not None:
+            try:
+                # A deferred transaction takes its snapshot at its first read: take it now.
+                self._internal(_SNAPSHOT_READ)
+            except BaseException:
+                self._internal("ROLLBACK")
+                raise
+            with snapshot_taken.get_lock():
+                snapshot_taken.value += 1
         session = None
         try:
             if writes:
@@ -494,8 +510,9 @@ class PlanResult:
     hash_seconds: float = 0.0
     # Each request's execution time where it ran (by position): for benchmarks and estimates.
     request_seconds: dict[int, float] = field(default_factory=dict)
-    # Run without a barrier between parallel batches for the workers (ProcessExecutor.run).
-    barrier_free: bool = False
+    # The first parallel batch's reads ran in the pool beside the later parallel batches, on a
+    # snapshot taken before those committed (ProcessExecutor._run_claiming).
+    overlapped: bool = False
 
 
 def _merge_shares(batch_size: int, shares: list[ShareResult], into: PlanResult) -> None:
@@ -518,8 +535,9 @@ LOCAL_READ_MAX_SECONDS = 150e-6
 # Reads worth one more worker taking from a self-scheduled list: a worker's share costs it a
 # message each way, a transaction and a wake-up, some tens of microseconds.
 CLAIM_SECONDS_PER_WORKER = 300e-6
-# What one more barrier costs beyond the work (messages, wake-ups, the last read's tail).
-BARRIER_SECONDS = 100e-6
+# How long this process waits between looks at whether every engaged worker has its
+# snapshot (almost always it has: this process claimed reads meanwhile).
+SNAPSHOT_POLL_SECONDS = 50e-6
 
 
 def moving_average(average: float | None, value: float, weight: float = 0.2) -> float:
@@ -595,15 +613,14 @@ def split_writers(write_positions: Sequence[int], workers: int) -> list[list[int
 
 
 class InlineExecutor:
-    """One worker in this process: sequential execution in batch order."""
+    """One worker in this process: the parallel batches one after another, in order."""
 
     workers = 1
 
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
         self._worker = Worker(path, options, procedure_modules)
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
-            unconflicted: frozenset = frozenset()) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         for positions in plan:
             items = [(p, batch.requests[p]) for p in positions]
@@ -618,18 +635,24 @@ class InlineExecutor:
         self._worker.close()
 
 
-def claim_next(claims, count: int) -> int | None:
+def claim_next(claims, count: int, left=None, reserve: float = 0.0) -> int | None:
     """The next index of a list `count` long that no other process has taken, or None.
 
     `claims` is a shared counter (multiprocessing.Value): whoever is free takes the next
-    request, so the processes finish together whatever the estimates said (self-scheduling)."""
+    request, so the processes finish together whatever the estimates said (self-scheduling).
+    With `left` (left[i]: the estimated work of items i and after) and a `reserve` of work
+    the caller still has to do alone after its claims, it takes nothing once what is left is
+    within the reserve: the others finish that while the caller does its own."""
     with claims.get_lock():
         index = claims.value
+        if index >= count or (reserve > 0 and left[index] <= reserve):
+            return None
         claims.value = index + 1
-    return index if index < count else None
+    return index
 
 
-def _worker_main(connection, path: str, options: storage.StorageOptions, procedure_modules, claims=None) -> None:
+def _worker_main(connection, path: str, options: storage.StorageOptions, procedure_modules, claims=None,
+                 snapshots=None) -> None:
     """Entry point of a worker process: run shares until told to stop."""
     worker = Worker(path, options, procedure_modules)
     connection.send_bytes(codec.pack(["ready", os.getpid()]))
@@ -658,7 +681,8 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
                 items = claimed(items)
             else:
                 items = [(position, codec.request_from_plain(plain)) for position, plain in items]
-            share = worker.run_share(seq, timestamp_ms, seed, items, writes, final)
+            share = worker.run_share(seq, timestamp_ms, seed, items, writes, final,
+                                     snapshot_taken=snapshots if message[0] == "claim" else None)
             answer = [
                 "done",
                 # Each reply as its ids and canonical bytes: the coordinator keeps the bytes for
@@ -681,10 +705,11 @@ def _worker_main(connection, path: str, options: storage.StorageOptions, procedu
 
 
 class _WorkerProcess:
-    def __init__(self, context, path, options, procedure_modules, claims=None):
+    def __init__(self, context, path, options, procedure_modules, claims=None, snapshots=None):
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child_end, path, options, list(procedure_modules), claims), daemon=True
+            target=_worker_main, args=(child_end, path, options, list(procedure_modules), claims, snapshots),
+            daemon=True,
         )
         self.process.start()
         child_end.close()
@@ -790,7 +815,9 @@ class ProcessExecutor:
         # With this process as one of the workers, reads are self-scheduled: this process and
         # the pool take them one at a time from one list, through this shared counter.
         self._claims = self._context.Value("q", 0) if self.coordinator_slot else None
-        self._arguments = (path, options, list(procedure_modules), self._claims)
+        # How many of the workers given this batch's reads hold their read snapshot.
+        self._snapshots = self._context.Value("q", 0) if self.coordinator_slot else None
+        self._arguments = (path, options, list(procedure_modules), self._claims, self._snapshots)
         self._pool = [_WorkerProcess(self._context, *self._arguments) for _ in range(self.workers)]
         self.restarts = 0
         self.costs = RequestCosts()
@@ -798,11 +825,8 @@ class ProcessExecutor:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._pool]
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
-            unconflicted: frozenset = frozenset()) -> PlanResult:
-        """Run `plan`'s parallel batches.  `unconflicted`: requests that conflict with no other
-        request of the batch (mixer.unconflicted); reads among them may run in a worker across
-        the barriers between parallel batches (`_run_claiming`)."""
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
+        """Run `plan`'s parallel batches, in order, as if one after another."""
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = _PlainRequests(batch.requests)  # encoded when first shipped to the pool
         estimates = [self.costs.estimate(request) for request in batch.requests]
@@ -813,7 +837,7 @@ class ProcessExecutor:
                     start_delay_ms]
 
         if self.coordinator_slot:
-            self._run_claiming(batch, plan, writes, final, unconflicted, encoded, estimates, result)
+            self._run_claiming(batch, plan, writes, final, encoded, estimates, result)
             return result
 
         for positions in plan:
@@ -877,78 +901,72 @@ class ProcessExecutor:
             for (position, _), seconds in zip(share.replies, share.request_seconds):
                 self.costs.observe(batch.requests[position], seconds)
 
-    def _run_claiming(self, batch: Batch, plan, writes, final: bool, unconflicted, encoded, estimates,
+    def _run_claiming(self, batch: Batch, plan, writes, final: bool, encoded, estimates,
                       result: PlanResult) -> None:
         """Run `plan` with this process as one of the workers, reads self-scheduled.
 
-        Each parallel batch's reads, longest estimated first, are one list that the pool and
-        this process (after the batch's writes) take from one at a time: they finish within
-        about one read of each other, whatever the estimates.  When the batch has parallel
-        batches that must wait for each other and reads that conflict with nothing
-        (`unconflicted`), those reads may instead be one list for the whole batch, taken by
-        the pool from the start and by this process once it has run every parallel batch's
-        other requests in order: nobody waits at a barrier (`_prefer_barrier_free`).
+        The first parallel batch's reads, longest estimated first, are one list that the pool
+        and this process take from one at a time, so all finish within about one read of each
+        other whatever the estimates.  Those reads see the state before the batch (nothing
+        before them in the plan writes what they read), so they need not wait for anything,
+        and nothing needs to wait for them either: a later parallel batch that writes what
+        they read commits only once every pool worker holds its read snapshot, and this
+        process runs its own share of them before writing anything they read.  So the pool
+        reads on while this process runs the later parallel batches (`_claim`); no barrier.
         """
-        def longest_first(positions):
-            return sorted(positions, key=lambda p: (-estimates[p], p))
+        first = plan[0]
+        reads = sorted((p for p in first if not writes[p]), key=lambda p: (-estimates[p], p))
+        later = [([p for p in positions if not writes[p]], [p for p in positions if writes[p]])
+                 for positions in plan[1:]]
+        shares, engaged = self._claim(batch, encoded, estimates, reads, [p for p in first if writes[p]], later,
+                                      final=final and not later)
+        result.overlapped = bool(later) and engaged > 0
+        self._observe(batch, shares)
+        _merge_shares(len(batch.requests), shares, result)
 
-        if unconflicted and len(plan) > 1:
-            free = [p for positions in plan for p in positions if p in unconflicted and not writes[p]]
-            if free and self._prefer_barrier_free(plan, writes, set(free), estimates):
-                result.barrier_free = True
-                free_set = set(free)
-                pinned = [([p for p in positions if not writes[p] and p not in free_set],
-                           [p for p in positions if writes[p]]) for positions in plan]
-                shares = self._claim(batch, encoded, estimates, longest_first(free), pinned, final=False)
-                self._observe(batch, shares)
-                _merge_shares(len(batch.requests), shares, result)
-                return
-        for positions in plan:
-            reads = longest_first([p for p in positions if not writes[p]])
-            shares = self._claim(batch, encoded, estimates, reads, [([], [p for p in positions if writes[p]])],
-                                 final=final and len(plan) == 1)
-            self._observe(batch, shares)
-            _merge_shares(len(batch.requests), shares, result)
-
-    def _prefer_barrier_free(self, plan, writes, free: set, estimates) -> bool:
-        """Whether one list of the conflict-free reads for the whole batch is estimated to
-        finish sooner than one list per parallel batch, with a barrier after each."""
-        runners = self.workers + 1
-        pinned = sum(estimates[p] for positions in plan for p in positions if p not in free)
-        total = pinned + sum(estimates[p] for p in free)
-        barrier_free = max(pinned, total / runners)
-        barriered = 0.0
-        for positions in plan:
-            writes_here = sum(estimates[p] for p in positions if writes[p])
-            reads = [estimates[p] for p in positions if not writes[p]]
-            barriered += max(writes_here, max(reads, default=0.0), (writes_here + sum(reads)) / runners)
-            if sum(reads) >= CLAIM_SECONDS_PER_WORKER:
-                barriered += BARRIER_SECONDS  # the pool woken, its answers waited for
-        return barrier_free < barriered
-
-    def _claim(self, batch: Batch, encoded, estimates, claimable: list[int], steps, final: bool) -> list[ShareResult]:
-        """Hand `claimable` (reads) to as many workers as it keeps busy, run `steps` ((reads,
-        writes) pairs) here, then take from `claimable` here too; every share's result."""
+    def _claim(self, batch: Batch, encoded, estimates, claimable: list[int], first_writes: list[int], later,
+               final: bool) -> tuple[list[ShareResult], int]:
+        """Hand `claimable` (the first parallel batch's reads) to as many workers as it keeps
+        busy; here, run `first_writes`, take from `claimable` too, then run `later` ((reads,
+        writes) per later parallel batch, in order); every share's result, and how many
+        workers took part."""
         total = sum(estimates[p] for p in claimable)
         engaged = min(self.workers, int(total / CLAIM_SECONDS_PER_WORKER)) if len(claimable) > 1 else 0
-        busy: list[int] = []
-        if engaged:
-            self._claims.value = 0  # no worker is taking from a list now: every share was collected
-            message = ["claim", batch.seq, batch.timestamp_ms, batch.seed, [[p, encoded[p]] for p in claimable]]
-            for slot in range(engaged):
-                self._call(slot, message, busy)
-            steps = list(steps) + [(self._claimed_here(claimable), [])]
-        else:
+        if not engaged:
             # Nothing worth shipping: all here, reads first, so a final write share (which
             # commits the batch) is the last thing that runs.
-            steps = [(claimable + reads if index == 0 else reads, write_positions)
-                     for index, (reads, write_positions) in enumerate(steps)]
-        shares = self._run_here(batch, steps, busy, final=final and not busy)
-        return shares + self._collect(busy, None)
+            return self._run_here(batch, [(claimable, first_writes)] + later, [], final), 0
+        busy: list[int] = []
+        self._claims.value = 0  # no worker is taking from a list now: every share was collected
+        self._snapshots.value = 0
+        message = ["claim", batch.seq, batch.timestamp_ms, batch.seed, [[p, encoded[p]] for p in claimable]]
+        for slot in range(engaged):
+            self._call(slot, message, busy)
+        # The first parallel batch's writes first: the reads do not conflict with them, and
+        # the pool is reading meanwhile.  Then this process takes reads until what is left is
+        # about what it will run alone after them (the later parallel batches).
+        reserve = sum(estimates[p] for step in later for part in step for p in part)
+        left = list(itertools.accumulate((estimates[p] for p in reversed(claimable))))[::-1]
+        shares = self._run_here(batch, [([], first_writes), (self._claimed_here(claimable, left, reserve), [])],
+                                busy, final=False)
+        if later:
+            shares += self._await_snapshots(engaged, busy)
+            shares += self._run_here(batch, later, busy, final=False)
+        return shares + self._collect(busy, None), engaged
 
-    def _claimed_here(self, claimable: list[int]):
-        while (index := claim_next(self._claims, len(claimable))) is not None:
+    def _claimed_here(self, claimable: list[int], left: list[float], reserve: float):
+        while (index := claim_next(self._claims, len(claimable), left, reserve)) is not None:
             yield claimable[index]
+
+    def _await_snapshots(self, engaged: int, busy: list[int]) -> list[ShareResult]:
+        """Wait until every engaged worker holds its read snapshot (each signals it before its
+        first read).  If one answers or dies first, wait for every answer instead (raising if
+        one failed or died): a worker that has answered reads nothing more."""
+        while self._snapshots.value < engaged:
+            if any(not self._pool[slot].process.is_alive() or self._pool[slot].connection.poll() for slot in busy):
+                return self._collect(busy, None)
+            time.sleep(SNAPSHOT_POLL_SECONDS)
+        return []
 
     def _call(self, slot: int, message, busy: list) -> None:
         try:

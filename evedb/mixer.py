@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # the mixer reads Access values; it never builds one
     from .access import Access
 
 __all__ = ["Object", "read_objects", "write_objects", "is_partition_key",
-           "objects_conflict", "conflicts", "mix", "unconflicted"]
+           "objects_conflict", "conflicts", "mix"]
 
 Object = tuple[str, Any]
 """`(table, key)`: key is a tuple of values, or None for the whole table."""
@@ -303,21 +303,3 @@ def mix(accesses: Sequence[Access], max_parallel: int = 64, *,
             # An exclusive request's round is closed to everything; so is a full one.
             skip[rnd] = rnd + 1
     return rounds
-
-
-def unconflicted(accesses: Sequence[Access]) -> frozenset[int]:
-    """The requests that conflict with no other request of the batch.
-
-    Such a request may run at any point of the batch, in any process, beside any parallel
-    batch: the executor uses them to keep a worker busy across the barriers between parallel
-    batches.  Empty when the batch holds an exclusive request.  Computed from two walks of
-    `mix`, without a limit on width: a request has no earlier conflict exactly when it lands
-    in the first parallel batch, and no later one when it does so with the batch reversed
-    (conflict is symmetric).
-    """
-    if not accesses or any(access.exclusive for access in accesses):
-        return frozenset()
-    count = len(accesses)
-    forward = mix(accesses, count)[0]
-    backward = mix(list(reversed(accesses)), count)[0]
-    return frozenset(forward).intersection(count - 1 - i for i in backward)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -482,34 +483,92 @@ def test_any_split_of_reads_gives_the_same_replies_and_token(tmp_path):
         assert skewed.state_root == learnt.state_root
 
 
-def test_reads_that_conflict_with_nothing_keep_a_worker_busy_across_barriers(tmp_path):
-    costly = "SELECT count(*), sum(length(a.body)) FROM note AS a, note AS b"  # nothing writes note
+def test_a_batch_runs_its_reads_first_against_the_state_before_it():
+    from evedb.engine import execution_order
+    from evedb.access import Access
+
+    def read(client):
+        return Request.statement(client, 1, "SELECT 1")
+
+    def write(client):
+        return Request.statement(client, 1, "UPDATE acct SET balance = 0 WHERE id = 1")
+
+    requests = (write("a"), read("b"), read("a"), write("c"), read("d"), read("c"))
+    writes = [True, False, False, True, False, False]
+    plain = Access(reads=frozenset({"acct"}), writes=frozenset(), keys=frozenset(), exclusive=False, read_only=True)
+    batch = Batch(1, 0, 1_700_000_000_001, 7, requests)
+    # b's and d's reads first; a's and c's reads stay after their own client's writes.
+    assert execution_order(batch, [plain] * 6, writes) == [1, 4, 0, 2, 3, 5]
+    ddl = Access(reads=frozenset(), writes=frozenset(), keys=frozenset(), exclusive=True, read_only=False)
+    assert execution_order(batch, [plain] * 5 + [ddl], writes) == [0, 1, 2, 3, 4, 5]  # DDL: batch order
+
+
+def test_a_read_in_the_pool_keeps_the_state_before_the_batch_while_a_later_write_commits(tmp_path):
+    from mixer_rules import MixerRules
+
+    rules = MixerRules.from_dict({"procedures": {"slow_total": {"reads": ["acct"]}}})
+    bump = "UPDATE acct SET balance = balance + 7 WHERE id = 3"
+    requests = (Request.statement("w", 1, bump), Request.call("s", 1, "slow_total", (0.5,)),
+                Request.call("q", 1, "slow_total", (0.0,)))
+    outcomes = {}
+    for workers in (2, 1):
+        with fresh_engine(tmp_path, f"snapshot{workers}.db", workers=workers, rules=rules,
+                          procedure_modules=["worker_procedures"]) as engine:
+            assert engine.plan(Batch(1, 0, 1_700_000_000_001, 7, requests))[0] == [[1, 2], [0]]
+            if workers == 2:
+                # The write looks long, so this process leaves both reads to the pool and runs
+                # the write (and commits it) while the pool's first read sleeps.
+                costs = engine._executor.costs._by_shape
+                costs[("procedure", "slow_total")], costs[bump] = 0.01, 10.0
+                # And the pool is slow to start: the write must wait for its snapshot.
+                (pid,) = engine.worker_pids()
+                os.kill(pid, signal.SIGSTOP)
+                threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
+            started = time.perf_counter()
+            outcomes[workers] = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+            assert time.perf_counter() - started >= (0.8 if workers == 2 else 0.5)
+            assert engine.stats.overlapped_batches == (1 if workers == 2 else 0)
+            assert table_rows(engine)["acct"][3] == (3, 107)
+    for outcome in outcomes.values():
+        assert [reply.results[0].rows for reply in outcome.replies[1:]] == [((5000,),), ((5000,),)]
+    assert outcomes[2].token == outcomes[1].token
+
+
+def test_reads_of_the_first_parallel_batch_run_beside_the_writes_after_them(tmp_path):
+    costly = "SELECT count(*), sum(length(a.body)) FROM note AS a, note AS b"
     total = "SELECT sum(balance) FROM acct"
     requests = (
         Request.statement("w", 1, "UPDATE acct SET balance = balance + 1 WHERE id = 1"),
-        Request.statement("t", 1, total),  # reads the row just written: a second parallel batch
-        Request.statement("w", 2, "UPDATE acct SET balance = balance + 5 WHERE id = 2"),  # a third
+        Request.statement("t", 1, total),  # another client: reads the state before the batch
+        Request.statement("w", 2, "UPDATE acct SET balance = balance + 5 WHERE id = 2"),
+        Request.statement("w", 3, total),  # after its own client's writes: sees them
         *(Request.statement("n", i, costly) for i in range(4)),
     )
     outcomes = {}
     for workers in (2, 1):
-        with fresh_engine(tmp_path, f"barriers{workers}.db", workers=workers) as engine:
-            assert len(engine.plan(Batch(1, 0, 1_700_000_000_001, 7, requests))[0]) == 3
+        with fresh_engine(tmp_path, f"overlap{workers}.db", workers=workers) as engine:
+            plan = engine.plan(Batch(1, 0, 1_700_000_000_001, 7, requests))[0]
+            assert plan == [[1, 4, 5, 6, 7], [0, 2], [3]]
             first = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
-            before = engine.stats.barrier_free_batches
+            before = engine.stats.overlapped_batches
             if workers == 2:
                 costs = engine._executor.costs._by_shape
-                # The aggregate over acct is costly and must wait for a write, then a write for
-                # it: with a barrier per parallel batch the worker would idle meanwhile.
+                # Costly enough to ship: the pool reads on while this process runs the writes.
                 costs[costly], costs[total] = 0.01, 0.02
             second = engine.execute(Batch(2, 0, 1_700_000_000_002, 7, requests), commit=True)
-            outcomes[workers] = (first, second, engine.stats.barrier_free_batches - before, table_rows(engine))
-    assert outcomes[2][2] == 1 and outcomes[1][2] == 0  # the second batch ran without barriers
-    for parallel, sequential in zip(outcomes[2][:2], outcomes[1][:2]):
+            third = engine.execute(Batch(3, 0, 1_700_000_000_003, 7, requests), sequential=True)
+            engine.commit(3)
+            outcomes[workers] = (first, second, third, engine.stats.overlapped_batches - before,
+                                 table_rows(engine))
+    assert outcomes[2][3] >= 1 and outcomes[1][3] == 0
+    for parallel, sequential in zip(outcomes[2][:3], outcomes[1][:3]):
         assert parallel.replies == sequential.replies
         assert parallel.token == sequential.token
-    assert outcomes[2][1].replies[1].results[0].rows == ((100 * 50 + 2 + 5,),)  # saw batch 1 and the first write
-    assert outcomes[2][3] == outcomes[1][3]
+    for batch_number, outcome in enumerate(outcomes[2][:3]):
+        before_batch = 100 * 50 + 6 * batch_number
+        assert outcome.replies[1].results[0].rows == ((before_batch,),)  # t: the state before the batch
+        assert outcome.replies[3].results[0].rows == ((before_batch + 6,),)  # w: its own writes
+    assert outcomes[2][4] == outcomes[1][4]
 
 
 def test_reply_cache_answers_a_retry_in_the_same_share_and_refuses_an_older_request(tmp_path):

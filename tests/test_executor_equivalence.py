@@ -371,7 +371,10 @@ def test_a_failing_local_share_leaves_nothing_and_the_pool_in_step(tmp_path, fai
         outcome = engine.execute(batch, commit=commit)
         assert outcome.replies[0].results[0].rows == ((101,),)
         assert outcome.replies[1].results[0].rows == ((100,),)
-        assert outcome.replies[2].results[0].rows == outcome.replies[3].results[0].rows == ((5001 * 10, 500),)
+        # Other clients' reads run first in a batch (engine.execution_order): before the bump.
+        assert outcome.replies[2].results[0].rows == outcome.replies[3].results[0].rows == ((5000 * 10, 500),)
+        assert engine.execute(Batch(2, 0, TS, 8, (Request.statement("r2", 2, TOTAL),)),
+                              commit=commit).replies[0].results[0].rows == ((5001 * 10, 500),)
 
 
 # --- randomized: any executor, any split, same tokens ---------------------------------------
@@ -473,7 +476,7 @@ def test_plan_after_ddl_sees_the_new_schema(tmp_path, workers):
         outcome = engine.execute(Batch(4, 0, TS, 10, (
             Request.statement("c0", 2, "UPDATE t2 SET v = v + 1 WHERE id = 0"),
             Request.statement("c1", 2, "UPDATE t2 SET v = 9, w = 9 WHERE id = 1"),
-            Request.statement("r", 1, "SELECT * FROM t2 ORDER BY id"),
+            Request.statement("c1", 3, "SELECT * FROM t2 ORDER BY id"),  # after its client's write
         )), commit=True)
         assert outcome.replies[2].results[0].rows == ((0, 1, 5), (1, 9, 9), (2, 2, 5), (3, 3, 5))
         assert engine.state_root() == full_root(engine)

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evedb.access import Access
-from evedb.mixer import (conflicts, is_partition_key, mix, objects_conflict, read_objects,
-                         unconflicted, write_objects)
+from evedb.mixer import conflicts, is_partition_key, mix, objects_conflict, read_objects, write_objects
 
 
 def acc(reads=(), writes=(), keys=(), exclusive=False) -> Access:
@@ -264,23 +263,6 @@ def test_mix_property(accs, cap):
                 assert where[i] < where[j]
     # And the one-pass algorithm equals the literal multi-pass rule.
     assert out == reference_mix(accs, cap)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(accesses(), max_size=30))
-def test_unconflicted_are_exactly_the_requests_that_conflict_with_no_other(accs):
-    expected = frozenset() if any(a.exclusive for a in accs) else frozenset(
-        i for i, a in enumerate(accs) if not any(conflicts(a, b) for j, b in enumerate(accs) if j != i))
-    assert unconflicted(accs) == expected
-
-
-def test_unconflicted_in_a_small_batch():
-    batch = [acc(reads={"a"}), acc(writes={"b"}, keys={("b", (1,))}), acc(reads={"b"}, keys={("b", (2,))}),
-             acc(reads={"b"}), acc(reads={"c"})]
-    # 0 and 4 touch nothing written; 2 reads a row nobody writes; 3 reads all of b, 1 writes a row.
-    assert unconflicted(batch) == {0, 2, 4}
-    assert unconflicted(batch + [EXCL]) == frozenset()
-    assert unconflicted([]) == frozenset()
 
 
 @settings(max_examples=200, deadline=None)

@@ -149,7 +149,7 @@ def test_race_probe_records_manifestations_only_when_the_mixer_errs(engine):
         records = [json.loads(line) for line in handle]
     assert len(records) == 4 == engine.stats.race_probes - probes_before
     assert not any(record["manifested"] for record in records)
-    assert all(record["parallel_token"] == record["batch_order_token"] for record in records)
+    assert all(record["parallel_token"] == record["serial_token"] for record in records)
     # A wrong plan on one row: each record says whether the kept run matched batch order.
     engine.mixer_false_negative_rate = 1.0
     try:

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import evedb
 
@@ -14,3 +15,10 @@ def die_once(db, marker_path, account):
         open(marker_path, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return db.execute("SELECT balance FROM acct WHERE id = ?", (account,))
+
+
+@evedb.procedure
+def slow_total(db, seconds):
+    """The sum of all balances, read after `seconds` of sleep (the read snapshot is the share's)."""
+    time.sleep(seconds)
+    return db.execute("SELECT sum(balance) FROM acct")
