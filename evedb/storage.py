@@ -460,6 +460,11 @@ def open_client_connection(path: str, options: StorageOptions = StorageOptions()
     Returns (connection, authorizer, entropy).
     """
     connection = open_connection(path, options)
+    # The query planner stability guarantee: one plan per statement whatever its bound values.
+    # Without it, SQLite (built with STAT4, as apsw's is) re-prepares a statement on every new
+    # binding that the statistics could plan differently, the authorizer called again for
+    # each: most TPC-W reads, every call (evedb/DESIGN.md, "Storage").
+    connection.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
     entropy = RequestEntropy()
     install_deterministic_functions(connection, entropy)
     authorizer = ClientAuthorizer()

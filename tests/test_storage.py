@@ -18,15 +18,21 @@ from evedb.executor import Worker
 from evedb.messages import Request, Statement
 
 
-@pytest.fixture
-def worker(tmp_path):
-    path = str(tmp_path / "t.db")
+def worker_over(path: str, *statements) -> Worker:
+    """A worker over a new database at `path` made by `statements` (SQL text, or a callable
+    given the setup connection)."""
     setup = storage.open_connection(path)
     storage.ensure_internal_tables(setup)
-    setup.execute("CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    setup.execute("INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'ink', 3.0)")
+    for statement in statements:
+        statement(setup) if callable(statement) else setup.execute(statement)
     setup.close()
-    w = Worker(path, storage.StorageOptions())
+    return Worker(path, storage.StorageOptions())
+
+
+@pytest.fixture
+def worker(tmp_path):
+    w = worker_over(str(tmp_path / "t.db"), "CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT, price REAL)",
+                    "INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'ink', 3.0)")
     yield w
     w.close()
 
@@ -282,3 +288,34 @@ def test_the_python_clock_vfs_gives_the_same_results(tmp_path):
     assert outputs["python"][0] == "python"
     assert outputs["python"][1] == outputs["default"][1]
     assert "2023-11-14 22:13:20" in outputs["python"][1]
+
+
+def test_a_statement_is_not_prepared_again_for_each_new_binding(tmp_path):
+    # ANALYZE with an index gives STAT4 samples; without the planner stability guarantee
+    # SQLite re-prepares such a statement for every new value bound (3 authorizer calls each).
+    def fill(setup):
+        with setup:
+            setup.executemany("INSERT INTO t VALUES (?, ?, 'x')", [(i, i % 7 if i % 3 else 0) for i in range(2000)])
+
+    w = worker_over(str(tmp_path / "stat4.db"), "CREATE TABLE t(k INTEGER PRIMARY KEY, a INT, b TEXT)",
+                    "CREATE INDEX t_a ON t(a)", fill, "ANALYZE t")
+    assert w.connection.execute("SELECT count(*) FROM sqlite_stat4").fetchall()[0][0] > 0
+    calls = []
+    real = w.authorizer
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    w.connection.authorizer = counting
+    try:
+        counts = []
+        for value in range(6):
+            result = w.run_statement("SELECT count(*) FROM t WHERE a = ?", (value,))
+            counts.append(result.rows[0][0])
+        assert counts == [sum(1 for i in range(2000) if (i % 7 if i % 3 else 0) == v) for v in range(6)]
+        prepared = len(calls)
+        w.run_statement("SELECT count(*) FROM t WHERE a = ?", (99,))
+        assert len(calls) == prepared  # the cached statement was reused, not prepared again
+    finally:
+        w.close()

@@ -24,6 +24,8 @@ import shutil
 
 import apsw
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evedb
 from evedb.procedures import ProcedureCursor
@@ -38,7 +40,7 @@ from tpcw.random_helpers import (
     StringPool,
     a_string,
     digsyl,
-    glob_prefix,
+    prefix_range,
     n_string,
     nurand,
     nurand_a_customers,
@@ -139,15 +141,28 @@ def test_strings():
     assert StringPool(random.Random(9)).take(10, 20) == StringPool(random.Random(9)).take(10, 20)
 
 
-def test_glob_prefix():
-    assert glob_prefix("ABC") == "ABC*"
-    assert glob_prefix("a*b?c[d") == "a[*]b[?]c[[]d*"
+def test_prefix_range():
+    assert prefix_range("ABC") == ("ABC", "ABD")
+    assert prefix_range("a\U0010ffff") == ("a\U0010ffff", "b")
+    assert prefix_range("\ud7ff") == ("\ud7ff", "\ue000")
+    assert prefix_range("") == ("", b"")
     connection = apsw.Connection(":memory:")
     for text, key, hit in (("Alpha Book", "Alpha", True), ("alpha", "Alpha", False),
                            ("a*b?c[d and more", "a*b?c[d", True), ("axbyc[d", "a*b?c[d", False),
-                           ("BABAOG", "BABAOG", True), ("BABAO", "BABAOG", False)):
-        got = connection.execute("SELECT ? GLOB ?", (text, glob_prefix(key))).fetchall()[0][0]
+                           ("BABAOG", "BABAOG", True), ("BABAO", "BABAOG", False), ("BABAOH", "BABAOG", False),
+                           ("anything", "", True), ("", "", True)):
+        got = connection.execute("SELECT ? >= ? AND ? < ?", (text, prefix_range(key)[0], text,
+                                                              prefix_range(key)[1])).fetchall()[0][0]
         assert bool(got) is hit, (text, key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=6), st.text(max_size=4))
+def test_prefix_range_is_exactly_starts_with(text, key):
+    low, high = prefix_range(key)
+    connection = apsw.Connection(":memory:")
+    inside = connection.execute("SELECT ? >= ? AND ? < ?", (text, low, text, high)).fetchall()[0][0]
+    assert bool(inside) is text.startswith(key)
 
 
 def test_fixed_lists():

@@ -52,7 +52,7 @@ Choices where the reference code is inconsistent or under-specified (tpcw.md sec
   O_STATUS is 'PENDING' (the loader's spelling), O_DATE a timestamp, O_SHIP_DATE today +
   U[1,7] days;
 - Order Display shows the customer's latest order (ORDER BY o_date DESC, o_id DESC);
-- searches match a case-sensitive prefix (GLOB, as the reference DB2/H2 LIKE 'key%') and
+- searches match a case-sensitive prefix (a range, as the reference DB2/H2 LIKE 'key%') and
   return (i_id, i_title, a_fname, a_lname), not every column of item and author;
 - carts: a cart id is `db.new_id() * 10 + partition`, so cart_create's partition is known
   to the mixer (the rules partition carts by sc_id % 10, as Eve's split tables);
@@ -69,7 +69,7 @@ import evedb
 from evedb.messages import Column
 from evedb.procedures import ProcedureCursor
 
-from .random_helpers import A_STRING_CHARS, digsyl, glob_prefix
+from .random_helpers import A_STRING_CHARS, digsyl, prefix_range
 
 __all__ = [
     "tpcw_home", "tpcw_promo", "tpcw_new_products", "tpcw_best_sellers", "tpcw_product_detail",
@@ -343,10 +343,10 @@ def tpcw_search_title(db, key):
     return db.execute(
         """SELECT i_id, i_title, a_fname, a_lname
            FROM item JOIN author ON i_a_id = a_id
-           WHERE i_title GLOB ?
+           WHERE i_title >= ? AND i_title < ?
            ORDER BY i_title, i_id
            LIMIT ?""",
-        (glob_prefix(key), SEARCH_LIMIT),
+        (*prefix_range(key), SEARCH_LIMIT),
     )
 
 
@@ -356,10 +356,10 @@ def tpcw_search_author(db, key):
     return db.execute(
         """SELECT i_id, i_title, a_fname, a_lname
            FROM author CROSS JOIN item ON i_a_id = a_id  -- CROSS: authors first, by a_lname
-           WHERE a_lname GLOB ?
+           WHERE a_lname >= ? AND a_lname < ?
            ORDER BY i_title, i_id
            LIMIT ?""",
-        (glob_prefix(key), SEARCH_LIMIT),
+        (*prefix_range(key), SEARCH_LIMIT),
     )
 
 

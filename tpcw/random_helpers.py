@@ -11,8 +11,10 @@ that all of them spell subjects, card types and user names the same way.
   the 79-character a-string alphabet / over the ten digits.
 - `StringPool`: the same strings, fast: slices of one long random string at random offsets
   (each character still uniform over the alphabet); the loader uses it.
-- `glob_prefix(key)`: a GLOB pattern matching strings that start with `key` exactly
-  (case-sensitive, like the reference DB2/H2 `LIKE key%`, and able to use an index).
+- `prefix_range(key)`: the bounds (low, high) such that `low <= s < high` exactly when the
+  text s starts with `key` (case-sensitive, like the reference DB2/H2 `LIKE key%`): a range
+  an index serves whatever the bound values, unlike GLOB or LIKE on a bound pattern, which
+  SQLite can only turn into a range by re-preparing for each value.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import random
 __all__ = [
     "A_STRING_CHARS", "DIGITS", "SUBJECTS", "BACKINGS", "CARD_TYPES", "SHIP_TYPES",
     "ORDER_STATUSES", "COUNTRIES", "ITEM_SCALES", "digsyl", "nurand", "nurand_a_customers",
-    "nurand_a_items", "a_string", "n_string", "StringPool", "uniform_int", "glob_prefix", "random_date",
+    "nurand_a_items", "a_string", "n_string", "StringPool", "uniform_int", "prefix_range", "random_date",
 ]
 
 # a-z A-Z ! @ # $ % ^ & * ( ) _ - = + { } [ ] | : ; , . ? / ~ <space>: 79 characters.
@@ -177,9 +179,24 @@ def uniform_int(rng: random.Random):
     return draw
 
 
-def glob_prefix(key: str) -> str:
-    """A GLOB pattern for "starts with `key`" (GLOB's * ? [ escaped as one-character sets)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in key) + "*"
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)
+
+
+def prefix_range(key: str) -> tuple[str, str | bytes]:
+    """(key, the least text after every text that starts with `key`).
+
+    SQLite compares text by its UTF-8 bytes, which orders like code points: the upper bound
+    is `key` with its last character raised by one (trailing U+10FFFF dropped first, and the
+    surrogates, which text cannot hold, skipped).  With nothing left to raise, every text
+    qualifies: the bound is an empty BLOB, which sorts after all text."""
+    stem = key.rstrip(chr(_MAX_CODE_POINT))
+    if not stem:
+        return key, b""
+    following = ord(stem[-1]) + 1
+    if following in _SURROGATES:
+        following = _SURROGATES.stop
+    return key, stem[:-1] + chr(following)
 
 
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
