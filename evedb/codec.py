@@ -158,7 +158,8 @@ class EncodedReply(Reply):
     bytes (the token's reply hash, the client's frame) and the ids (which client to answer),
     so decoding every reply there (about 10 µs for fifty rows) was pure cost on the batch's
     critical path; a reader of `results` or `error` (the embedded API) decodes once, on first
-    use.  Equal to, and hashed like, a `Reply` with the same fields."""
+    use.  Equal to, and hashed like, a `Reply` with the same fields.  Not for
+    `dataclasses.replace`: build a `Reply` from its fields instead."""
 
     __slots__ = ("_decoded",)
 

@@ -286,12 +286,13 @@ class ExecutionEngine:
         return Access.union(accesses) if accesses else EXCLUSIVE
 
     def plan(self, batch: Batch) -> tuple[list[list[int]], list[bool]]:
-        parallel_plan, writes, _ = self._plan(batch)
+        parallel_plan, writes, _, _ = self._plan(batch)
         return parallel_plan, writes
 
     def _plan(self, batch: Batch):
-        """(parallel batches, which requests write, the execution order).  The mixer sees the
-        requests in execution order; each parallel batch lists batch positions, ascending."""
+        """(parallel batches, which requests write, the execution order, whether a request is
+        exclusive).  The mixer sees the requests in execution order; each parallel batch lists
+        batch positions, ascending."""
         with self.catalog.version_checked():
             accesses = [self.access_of(request) for request in batch.requests]
         if self.options.reply_cache:
@@ -305,7 +306,8 @@ class ExecutionEngine:
         order = execution_order(batch, accesses, writes)
         plan = mix([accesses[i] for i in order], self.max_parallel,
                    false_negative_rate=self.mixer_false_negative_rate, seed=batch.seed)
-        return [sorted(order[i] for i in group) for group in plan], writes, order
+        exclusive = any(access.exclusive for access in accesses)
+        return [sorted(order[i] for i in group) for group in plan], writes, order, exclusive
 
     # --- execution ---
 
@@ -320,7 +322,7 @@ class ExecutionEngine:
             # The primary's seed mixes in its clock: derive both from seq alone instead.
             batch = dataclasses.replace(batch, timestamp_ms=self.fixed_clock_ms + batch.seq, seed=batch.seq * 7919)
         with self._lock:
-            parallel_plan, writes, order = self._plan(batch)
+            parallel_plan, writes, order, exclusive = self._plan(batch)
             if plan is not None:
                 parallel_plan = [list(group) for group in plan]
             executor = self._executor
@@ -333,7 +335,7 @@ class ExecutionEngine:
                 probe_token = self._serial_order_token(batch, writes, order)
             started = time.perf_counter()
             try:
-                result = executor.run(batch, parallel_plan, writes, final=commit)
+                result = executor.run(batch, parallel_plan, writes, final=commit, overlap=not exclusive)
             except WorkerDied:
                 # A worker died holding part of the batch: whatever of it committed is undone,
                 # and the batch runs again, sequentially, on this process.

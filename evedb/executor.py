@@ -250,9 +250,6 @@ class Worker:
                 started = clock()
                 reply, changed_schema = self._run_request(request, timestamp_ms, seed, position, writes,
                                                           None if position in reads else cache)
-                # Its canonical bytes now, while the batch's requests are still running side
-                # by side: the token's reply hash and the client's frame need them after.
-                reply = codec.with_encoding(reply)
                 request_seconds.append(clock() - started)
                 replies.append((position, reply))
                 if changed_schema:
@@ -296,14 +293,18 @@ class Worker:
 
     def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True,
                      cache: "_ShareReplies | None" = None):
+        """The request's reply, with its canonical bytes (encoded now, while the batch's other
+        requests may still be running elsewhere: the token's reply hash and the client's frame
+        need them after), and whether it changed the schema."""
         self.entropy.reseed(seed, position)
         if not writes and request.kind is not RequestKind.PROCEDURE:
-            return self._run_read_only(request), False
+            return codec.with_encoding(self._run_read_only(request)), False
         if cache is not None:
             cached = cache.answer(request)
             if cached is not None:
-                return cached, False
+                return codec.with_encoding(cached), False
         reply, schema_changed = self._run_in_savepoint(request, timestamp_ms, seed, position)
+        reply = codec.with_encoding(reply)
         if cache is not None:
             cache.record(request, reply)
         return reply, schema_changed
@@ -620,7 +621,8 @@ class InlineExecutor:
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
         self._worker = Worker(path, options, procedure_modules)
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
+            overlap: bool = True) -> PlanResult:
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         for positions in plan:
             items = [(p, batch.requests[p]) for p in positions]
@@ -825,8 +827,11 @@ class ProcessExecutor:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._pool]
 
-    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False) -> PlanResult:
-        """Run `plan`'s parallel batches, in order, as if one after another."""
+    def run(self, batch: Batch, plan: Sequence[Sequence[int]], writes: Sequence[bool], final: bool = False,
+            overlap: bool = True) -> PlanResult:
+        """Run `plan`'s parallel batches, in order, as if one after another.  `overlap`: the
+        first parallel batch's reads may still run in the pool while later parallel batches
+        commit; the engine says False for a batch holding DDL, which no undo can revert."""
         result = PlanResult([None] * len(batch.requests), {}, [], False)
         encoded = _PlainRequests(batch.requests)  # encoded when first shipped to the pool
         estimates = [self.costs.estimate(request) for request in batch.requests]
@@ -837,7 +842,7 @@ class ProcessExecutor:
                     start_delay_ms]
 
         if self.coordinator_slot:
-            self._run_claiming(batch, plan, writes, final, encoded, estimates, result)
+            self._run_claiming(batch, plan, writes, final, encoded, estimates, result, overlap)
             return result
 
         for positions in plan:
@@ -902,7 +907,7 @@ class ProcessExecutor:
                 self.costs.observe(batch.requests[position], seconds)
 
     def _run_claiming(self, batch: Batch, plan, writes, final: bool, encoded, estimates,
-                      result: PlanResult) -> None:
+                      result: PlanResult, overlap: bool) -> None:
         """Run `plan` with this process as one of the workers, reads self-scheduled.
 
         The first parallel batch's reads, longest estimated first, are one list that the pool
@@ -919,17 +924,18 @@ class ProcessExecutor:
         later = [([p for p in positions if not writes[p]], [p for p in positions if writes[p]])
                  for positions in plan[1:]]
         shares, engaged = self._claim(batch, encoded, estimates, reads, [p for p in first if writes[p]], later,
-                                      final=final and not later)
-        result.overlapped = bool(later) and engaged > 0
+                                      final=final and not later, overlap=overlap)
+        result.overlapped = bool(later) and engaged > 0 and overlap
         self._observe(batch, shares)
         _merge_shares(len(batch.requests), shares, result)
 
     def _claim(self, batch: Batch, encoded, estimates, claimable: list[int], first_writes: list[int], later,
-               final: bool) -> tuple[list[ShareResult], int]:
+               final: bool, overlap: bool) -> tuple[list[ShareResult], int]:
         """Hand `claimable` (the first parallel batch's reads) to as many workers as it keeps
         busy; here, run `first_writes`, take from `claimable` too, then run `later` ((reads,
         writes) per later parallel batch, in order); every share's result, and how many
-        workers took part."""
+        workers took part.  `overlap`: the later parallel batches may run while the pool still
+        reads (not when one holds DDL: see `run`)."""
         total = sum(estimates[p] for p in claimable)
         engaged = min(self.workers, int(total / CLAIM_SECONDS_PER_WORKER)) if len(claimable) > 1 else 0
         if not engaged:
@@ -950,7 +956,17 @@ class ProcessExecutor:
         shares = self._run_here(batch, [([], first_writes), (self._claimed_here(claimable, left, reserve), [])],
                                 busy, final=False)
         if later:
-            shares += self._await_snapshots(engaged, busy)
+            try:
+                if overlap:
+                    shares += self._await_snapshots(engaged, busy)
+                else:
+                    # DDL later in the batch: what it commits cannot be undone, so it must not
+                    # commit while a pool worker that may still fail holds part of the batch.
+                    shares += self._collect(busy, None)
+            except BaseException:
+                if busy:
+                    self._collect(busy, None)
+                raise
             shares += self._run_here(batch, later, busy, final=False)
         return shares + self._collect(busy, None), engaged
 

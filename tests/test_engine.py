@@ -534,6 +534,52 @@ def test_a_read_in_the_pool_keeps_the_state_before_the_batch_while_a_later_write
     assert outcomes[2].token == outcomes[1].token
 
 
+def _slow_engine(tmp_path, name):
+    from mixer_rules import MixerRules
+
+    rules = MixerRules.from_dict({"procedures": {"slow_total": {"reads": ["acct"]}}})
+    return fresh_engine(tmp_path, name, workers=2, rules=rules, procedure_modules=["worker_procedures"])
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["after-its-snapshot", "before-its-snapshot"])
+def test_a_pool_worker_dying_beside_later_writes_leaves_the_batch_run_once(tmp_path, signalled):
+    bump = "UPDATE acct SET balance = balance + 7 WHERE id = 3"
+    requests = (Request.call("s", 1, "slow_total", (0.6,)), Request.call("q", 1, "slow_total", (0.6,)),
+                Request.statement("w", 1, bump))
+    with _slow_engine(tmp_path, "dies.db") as engine:
+        costs = engine._executor.costs._by_shape
+        costs[("procedure", "slow_total")], costs[bump] = 0.01, 10.0  # both reads to the pool
+        (pid,) = engine.worker_pids()
+        if not signalled:
+            os.kill(pid, signal.SIGSTOP)  # killed before it can take its snapshot
+        threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)).start()
+        outcome = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+        assert engine.stats.worker_restarts == 1 and engine.worker_pids() != [pid]
+        assert [reply.results[0].rows for reply in outcome.replies[:2]] == [((5000,),), ((5000,),)]
+        assert outcome.replies[2].ok and table_rows(engine)["acct"][3] == (3, 107)  # the write ran once
+        assert engine.state_root() == full_root(engine)
+
+
+def test_ddl_after_pool_reads_waits_for_them_since_no_undo_reverts_it(tmp_path):
+    create = "CREATE TABLE extra(id INTEGER PRIMARY KEY)"
+    requests = (Request.call("s", 1, "slow_total", (0.6,)), Request.call("q", 1, "slow_total", (0.6,)),
+                Request.statement("d", 1, create))
+    with _slow_engine(tmp_path, "ddl.db") as engine:
+        assert engine.plan(Batch(1, 0, 1_700_000_000_001, 7, requests))[0] == [[0, 1], [2]]
+        costs = engine._executor.costs._by_shape
+        costs[("procedure", "slow_total")], costs[create] = 0.01, 10.0
+        (pid,) = engine.worker_pids()
+        # The worker dies mid-read, after its snapshot: had the CREATE committed meanwhile, the
+        # batch's sequential re-run would find the table there already.
+        threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)).start()
+        outcome = engine.execute(Batch(1, 0, 1_700_000_000_001, 7, requests), commit=True)
+        assert engine.stats.worker_restarts == 1
+        assert outcome.replies[2].ok, outcome.replies[2].error
+        assert [reply.results[0].rows for reply in outcome.replies[:2]] == [((5000,),), ((5000,),)]
+        tables = engine._connection.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall()
+        assert ("extra",) in tables and engine.state_root() == full_root(engine)
+
+
 def test_reads_of_the_first_parallel_batch_run_beside_the_writes_after_them(tmp_path):
     costly = "SELECT count(*), sum(length(a.body)) FROM note AS a, note AS b"
     total = "SELECT sum(balance) FROM acct"

@@ -220,7 +220,7 @@ def test_after_the_fuzzing_the_node_serves_and_has_leaked_nothing(node):
     connection.execute("CREATE TABLE IF NOT EXISTS kv(k INTEGER PRIMARY KEY, v)")
     baseline_descriptors = open_descriptors(pid)
     baseline = node_status(address)["connections"]
-    for data in (os.urandom(100), struct.pack(">I", 0xFFFFFFFF), encode_frame(["hello", 1, "client", "x"])[:7],
+    for data in (os.urandom(100), struct.pack(">I", 0xFFFFFFFF), encode_frame(["hello", PROTOCOL_VERSION, "client", "x"])[:7],
                  encode_frame(["hello", PROTOCOL_VERSION, "client", "x"]) + b"\x00\x00\x00\x05\xc1\xc1"):
         for _ in range(10):
             send_and_wait_for_close(address, data)

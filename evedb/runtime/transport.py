@@ -26,7 +26,10 @@ from dataclasses import dataclass
 
 from ..codec import CodecError, pack, unpack
 
-PROTOCOL_VERSION = 1
+# 2: a batch executes reads first (engine.execution_order) and a statement's plan ignores its
+# bound values (storage, QPSG); a node of version 1 would compute other replies, tokens and
+# sequential re-executions for the same batch, so the pair must not form across versions.
+PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAC_BYTES = 32
 _LENGTH = struct.Struct(">I")
