@@ -25,7 +25,12 @@ engine's one process, in a worker process of the parallel engine, or in its coor
 granularity ceiling: the speedup two workers would reach if every batch's calls, at the
 sequential engine's measured times, were dealt out ideally at no cost (a call is never split).
 
-Run: `python -m bench.tpcw_scaling [--mix browsing] [--items 10000 --ebs 10] [--rounds 60]`.
+`--batches-per-round N` runs N consecutive batches per measured round, as a loaded node runs
+them; with one batch per round (the default) each round also pays the pool worker's wake-up
+and cold caches after the other engine's round and the control (bench/RESULTS.md, "TPC-W").
+
+Run: `python -m bench.tpcw_scaling [--mix browsing] [--items 10000 --ebs 10] [--rounds 60]
+[--batches-per-round 10]`.
 """
 
 from __future__ import annotations
