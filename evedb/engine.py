@@ -77,7 +77,8 @@ class EngineStats:
     batches: int = 0
     requests: int = 0
     parallel_batches: int = 0
-    # Batches whose workers ran conflict-free reads across the barriers (ProcessExecutor.run).
+    # Batches whose first parallel batch's reads ran in the pool beside the later parallel
+    # batches (PlanResult.overlapped).
     overlapped_batches: int = 0
     rollbacks: int = 0
     reexecutions: int = 0
