@@ -175,7 +175,8 @@ class StorageOptions:
     # Memory-mapped reads (SQLite's mmap_size; the C clock VFS only, the Python one has no
     # mmap).  A reader whose page cache another connection's commit emptied then refetches
     # pages from the mapping instead of read() calls: TPC-W best sellers right after another
-    # connection's commit, 7.2 -> 4.3 ms (evedb/DESIGN.md "Storage").
+    # connection's commit, 7.2 -> 4.3 ms; and the C VFS keeps the mapping itself across such
+    # commits, so those pages cost no page faults either (evedb/DESIGN.md "Storage").
     mmap_mb: int = 1024
     busy_timeout_ms: int = 30_000
     # Keep each client's last reply in REPLIES_TABLE so a retried write is answered from it,
