@@ -6,11 +6,14 @@ batch that wrote.  This measures one TPC-W query on a populated database (tpcw/p
 warm (run twice in a row, the second timed) and cold (timed right after a one-row UPDATE
 committed by a second connection), for:
 
-- `c-mmap`: evedb's connections as opened by default (the C clock VFS, memory-mapped reads);
+- `c-mmap`: evedb's connections as opened by default (the C clock VFS, memory-mapped reads,
+  the mapping kept across other connections' commits: evedb/_clock.c);
+- `c-mmap-dropped`: the same with `EVEDB_KEEP_MMAP=0`: the mapping dropped at each commit
+  elsewhere, as SQLite does, so every page touched again costs a page fault;
 - `c-nommap`: the same VFS with `mmap_mb=0`;
 - `python`: the clock VFS written in Python (what evedb used before; `EVEDB_CLOCK_VFS=python`,
   run in a child process since the VFS is chosen once per process; it cannot map the file);
-- `sqlite-default`: plain apsw on SQLite's own default VFS with the same mmap size, the bound.
+- `sqlite-default`: plain apsw on SQLite's own default VFS with the same mmap size.
 
 The kinds alternate round by round; reported: medians over rounds of each round's median.
 Queries: best sellers as evedb runs it (`tpcw.procedures.BEST_SELLERS_SQL`) and the reference
@@ -38,7 +41,8 @@ from tpcw.random_helpers import SUBJECTS
 
 from . import common
 
-KINDS = ("c-mmap", "python", "sqlite-default", "c-nommap")
+KINDS = ("c-mmap", "c-mmap-dropped", "python", "sqlite-default", "c-nommap")
+KEEP_MMAP_ENV = "EVEDB_KEEP_MMAP"  # read by the C clock VFS at each open
 QUERIES = {"best_sellers": procedures.BEST_SELLERS_SQL, "best_sellers_reference": procedures.BEST_SELLERS_REFERENCE_SQL}
 MMAP_MB = storage.StorageOptions().mmap_mb
 
@@ -51,7 +55,17 @@ def _open(path: str, kind: str) -> apsw.Connection:
             connection.execute(f"PRAGMA {pragma}").fetchall()
         return connection
     options = storage.StorageOptions(mmap_mb=0 if kind == "c-nommap" else MMAP_MB)
-    return storage.open_connection(path, options)
+    if kind != "c-mmap-dropped":
+        return storage.open_connection(path, options)
+    before = os.environ.get(KEEP_MMAP_ENV)
+    os.environ[KEEP_MMAP_ENV] = "0"
+    try:
+        return storage.open_connection(path, options)
+    finally:
+        if before is None:
+            del os.environ[KEEP_MMAP_ENV]
+        else:
+            os.environ[KEEP_MMAP_ENV] = before
 
 
 def measure_here(path: str, kind: str, calls: int) -> dict:
