@@ -79,6 +79,10 @@ static int keep_map_unfetch(sqlite3_file *file, sqlite3_int64 offset, void *page
 }
 
 static int keep_map_enabled(void) {
+    /* Only over the unix VFS: the argument above is about its shared mappings (on Windows a
+     * view kept open would also make other handles' truncation fail). */
+    if (base_vfs->zName == 0 || strcmp(base_vfs->zName, "unix") != 0)
+        return 0;
     const char *setting = getenv("EVEDB_KEEP_MMAP");
     return setting == 0 || strcmp(setting, "0") != 0;
 }
@@ -91,7 +95,8 @@ static int clock_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, in
         return rc;
     /* One set of methods: the default VFS gives every main database file on this platform the
      * same ones (unix: posix locking).  A file with other methods is left as it is. */
-    sqlite3_mutex *mutex = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS1);
+    /* VFS2: the static mutex SQLite leaves to extension VFSes (VFS1 is the unix VFS's own). */
+    sqlite3_mutex *mutex = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
     sqlite3_mutex_enter(mutex);
     if (base_db_methods == 0) {
         keep_map_methods = *file->pMethods;

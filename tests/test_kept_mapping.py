@@ -72,6 +72,40 @@ def test_a_reader_keeps_its_mapping_across_another_connections_commits(tmp_path,
     assert kept < dropped / 3, (kept, dropped)
 
 
+def _mapped_bytes(path: str) -> int:
+    """The longest mapping of `path` in this process (Linux /proc/self/maps)."""
+    target = os.path.realpath(path)
+    lengths = [0]
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[-1] == target:
+                start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                lengths.append(end - start)
+    return max(lengths)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the mappings from /proc/self/maps")
+def test_a_reader_maps_the_file_again_once_it_has_grown(tmp_path):
+    # A mapping kept past growth would still read correctly (pages beyond it are read()), but
+    # every read past its end would then cost a system call: growth must let the unmap through.
+    path = str(tmp_path / "grow.db")
+    _make_table(path, rows=1000)
+    options = storage.StorageOptions(mmap_mb=256)
+    reader, writer = storage.open_connection(path, options), storage.open_connection(path, options)
+    scan = "SELECT count(*), sum(length(v)) FROM t"
+    reader.execute(scan).fetchall()
+    writer.execute("UPDATE poke SET n = n + 1 WHERE id = 1")
+    reader.execute(scan).fetchall()  # kept: the file's size has not changed
+    with writer:
+        writer.executemany("INSERT INTO t VALUES (?, ?)", [(k, "y" * 900) for k in range(1000, 5000)])
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    writer.close()  # its own mapping would cover the file too
+    assert reader.execute(scan).fetchall()[0][0] == 5000
+    assert _mapped_bytes(path) >= os.path.getsize(path) > 4 * 1000 * 900
+    reader.close()
+
+
 READER_SCENARIO = textwrap.dedent("""
     import os, sys
     from evedb import storage
@@ -107,6 +141,18 @@ READER_SCENARIO = textwrap.dedent("""
     writer.execute("UPDATE t SET v = 'again' WHERE k < 10")
     writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     check("same size, new bytes")
+    size = os.path.getsize(path)
+    # Truncated and grown back to the very same size while the reader is idle: the case
+    # SQLite's unmap guards against; a shared mapping shows the new bytes.
+    with open(path, "r+b") as raw:
+        data = raw.read()
+        raw.truncate(4096)
+        raw.flush()
+        raw.seek(4096)
+        raw.write(data[4096:])
+    assert os.path.getsize(path) == size
+    writer.execute("UPDATE t SET v = 'regrown' WHERE k = 3")
+    check("truncated and regrown")
 """)
 
 
@@ -122,7 +168,7 @@ def test_a_reader_with_a_kept_mapping_reads_what_a_fresh_connection_reads(tmp_pa
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     steps = {step: (int(rows), int(size)) for step, rows, size in
              (line.split("|") for line in done.stdout.splitlines())}
-    assert len(steps) == 6
+    assert len(steps) == 7
     # The scenario did what it says to the file under the reader's mapping.
     assert steps["file grew"][1] > steps["checkpointed into the file"][1]
     assert steps["file shrank"] == (1000, steps["file shrank"][1])
