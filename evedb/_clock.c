@@ -1,13 +1,15 @@
 /*
  * evedb._clock: the clock VFS in C.
  *
- * Owns the "evedb_clock" SQLite VFS: the default VFS with one change, the current time
+ * Owns the "evedb_clock" SQLite VFS: the default VFS with two changes.  The current time
  * (datetime('now'), CURRENT_TIMESTAMP, unixepoch()) is the batch timestamp set for the calling
- * thread, never the wall clock.  Every other method is handed to the default VFS with the
- * default VFS as its first argument, so files are the default VFS's own: their reads, locks
- * and WAL index run in C and memory-mapped I/O works.  (The VFS written in Python, kept in
- * evedb/storage.py as the fallback, sends every file call through the interpreter and has no
- * mmap: a reader whose page cache another connection's commit emptied paid for it.)
+ * thread, never the wall clock; and a main database file keeps its memory mapping across other
+ * connections' commits (see keep_map_unfetch).  Every other method is handed to the default
+ * VFS with the default VFS as its first argument, so files are the default VFS's own: their
+ * reads, locks and WAL index run in C and memory-mapped I/O works.  (The VFS written in
+ * Python, kept in evedb/storage.py as the fallback, sends every file call through the
+ * interpreter and has no mmap: a reader whose page cache another connection's commit emptied
+ * paid for it.)
  *
  * This file is two things in one shared library:
  * - a Python module, evedb._clock, whose set_time(ms | None) sets this thread's batch time;
@@ -45,7 +47,8 @@ static sqlite3_vfs *base_vfs = 0;
  * that a file another process shrank is never read past its end.  Unmapping costs a munmap
  * now and a page fault later for every page the connection touches again: TPC-W best sellers
  * took about 97 minor faults per call on a reader after each commit elsewhere, and ran about
- * 40% slower than warm; with the mapping kept, about 2 faults and about 10% slower.
+ * twice as long as warm; with the mapping kept, about 2 faults and as fast as warm
+ * (bench/page_cache.py).
  *
  * So a main database file's xUnfetch(file, 0, 0) is skipped while the file's size is the one
  * seen at the last unmap that was let through; a file that grew or shrank is unmapped (and
@@ -94,8 +97,8 @@ static int clock_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, in
         || !keep_map_enabled())
         return rc;
     /* One set of methods: the default VFS gives every main database file on this platform the
-     * same ones (unix: posix locking).  A file with other methods is left as it is. */
-    /* VFS2: the static mutex SQLite leaves to extension VFSes (VFS1 is the unix VFS's own). */
+     * same ones (unix: posix locking); a file with other methods is left as it is.  VFS2 is the
+     * static mutex SQLite leaves to extension VFSes (VFS1 is the unix VFS's own). */
     sqlite3_mutex *mutex = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
     sqlite3_mutex_enter(mutex);
     if (base_db_methods == 0) {
