@@ -20,14 +20,6 @@ pytest.importorskip("evedb._clock", reason="the C clock VFS was not built here")
 KEEP_ENV = "EVEDB_KEEP_MMAP"
 
 
-@pytest.fixture
-def keep_setting(monkeypatch):
-    """Set EVEDB_KEEP_MMAP for connections opened from now on (read at each open)."""
-    def set_to(value: str) -> None:
-        monkeypatch.setenv(KEEP_ENV, value)
-    return set_to
-
-
 def _faults_rereading_after_commits(path: str, rounds: int = 8) -> int:
     """Minor page faults of a reader scanning the whole table after each commit elsewhere."""
     options = storage.StorageOptions(mmap_mb=256)
@@ -59,14 +51,15 @@ def _make_table(path: str, rows: int = 4000) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="counts minor faults as Linux reports them")
-def test_a_reader_keeps_its_mapping_across_another_connections_commits(tmp_path, keep_setting):
+def test_a_reader_keeps_its_mapping_across_another_connections_commits(tmp_path, monkeypatch):
     # ~1,000 pages: SQLite's own unmap would make the reader fault them in again (the kernel
     # maps up to 16 pages per fault), every round.
     path = str(tmp_path / "faults.db")
     _make_table(path)
-    keep_setting("0")
+    # The C VFS reads the setting at each open.
+    monkeypatch.setenv(KEEP_ENV, "0")
     dropped = _faults_rereading_after_commits(path)
-    keep_setting("1")
+    monkeypatch.setenv(KEEP_ENV, "1")
     kept = _faults_rereading_after_commits(path)
     assert dropped > 8 * 40, dropped
     assert kept < dropped / 3, (kept, dropped)
