@@ -347,3 +347,17 @@ def test_a_standalone_node_serves_unreplicated(tmp_path):
         connection.close()
         status = node_status(alone.address("primary"))
         assert status["role"] == "primary" and status["peer_state"] == "none" and status["committed_seq"] >= 2
+
+
+@pytest.mark.parametrize("setting, expected", [("", "uvloop"), ("asyncio", "asyncio")])
+def test_a_node_runs_on_uvloop_unless_told_to_use_asyncios_loop(tmp_path, setting, expected):
+    environment = dict(os.environ, EVEDB_EVENT_LOOP=setting)
+    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=1, standalone=True, env=environment)
+    with alone:
+        alone.wait_ready(60)
+        connection = evedb.connect(alone.dsn, autocommit=True, timeout=20)
+        connection.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
+        connection.execute("INSERT INTO t VALUES (1, 'a')")
+        assert connection.execute("SELECT v FROM t").fetchall() == [("a",)]
+        connection.close()
+        assert node_status(alone.address("primary"))["event_loop"] == expected

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from . import eventloop
 from .node import Node, NodeConfig
 
 
@@ -45,7 +46,7 @@ def serve(config: NodeConfig) -> None:
             loop.add_signal_handler(signum, node.stop)
         await node.run_until_stopped()
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 def configure_logging(verbose: bool) -> None:

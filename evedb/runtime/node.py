@@ -754,4 +754,5 @@ class Node:
             "parallel_writers": self.config.parallel_writers,
             "race_probes": stats["race_probes"],
             "race_manifestations": stats["race_manifestations"],
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
