@@ -39,6 +39,7 @@ from .runtime.transport import (
     PROTOCOL_VERSION,
     FrameError,
     parse_address,
+    BlockingFrameReader,
     read_frame_blocking,
     send_frame_blocking,
 )
@@ -136,6 +137,7 @@ class RemoteTransport:
                 raise InterfaceError(str(error)) from None
         self._current = 0
         self._socket: socket.socket | None = None
+        self._frames = BlockingFrameReader()  # the connection's reader (it may hold bytes read ahead)
 
     def new_client_id(self) -> str:
         return f"client-{uuid.uuid4().hex}"
@@ -178,6 +180,7 @@ class RemoteTransport:
                 raise error_class(f"{address} refused the connection ({welcome[1]}): {welcome[2]}")
             raise InterfaceError(f"{address} answered the hello with {str(welcome)[:200]}")
         self._socket = sock
+        self._frames = BlockingFrameReader()
         return sock
 
     def _hello(self) -> list:
@@ -215,7 +218,7 @@ class RemoteTransport:
         sock = self._connect(deadline)
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         send_frame_blocking(sock, frame)
-        answer = read_frame_blocking(sock, self.max_frame_bytes)
+        answer = self._frames.read(sock, self.max_frame_bytes)
         if answer is None:
             raise ConnectionError("the node closed the connection")
         return answer

@@ -131,6 +131,7 @@ def send_frame_blocking(sock: socket.socket, value, secret: bytes | None = None)
 
 
 def read_frame_blocking(sock: socket.socket, max_frame_bytes: int, secret: bytes | None = None):
+    """One frame, reading exactly its bytes (nothing after it is consumed)."""
     header = _receive_exactly(sock, _LENGTH.size)
     if header is None:
         return None
@@ -140,10 +141,7 @@ def read_frame_blocking(sock: socket.socket, max_frame_bytes: int, secret: bytes
     data = _receive_exactly(sock, length)
     if data is None:
         raise FrameError("connection closed in the middle of a frame")
-    try:
-        return unpack(verify(secret, data))
-    except CodecError as error:
-        raise FrameError(str(error)) from None
+    return decode_frame(data, secret)
 
 
 def _receive_exactly(sock: socket.socket, count: int) -> bytes | None:
@@ -157,6 +155,54 @@ def _receive_exactly(sock: socket.socket, count: int) -> bytes | None:
         chunks.append(chunk)
         received += len(chunk)
     return b"".join(chunks)
+
+
+class BlockingFrameReader:
+    """Frames from a blocking socket, in as few `recv` calls as the data allows.
+
+    A reply usually arrives whole in one segment, so the first `recv` asks for up to
+    `_RECV_BYTES` and a frame it holds entirely is decoded at once: one system call per frame
+    (two before, length then payload, each preceded by a poll when the socket has a timeout).
+    Bytes read past a frame's end are kept for the next one, so a reader belongs to one
+    connection; drop it with the connection.
+    """
+
+    _RECV_BYTES = 1 << 16
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def read(self, sock: socket.socket, max_frame_bytes: int, secret: bytes | None = None):
+        """The next decoded frame, None at a clean end of stream; FrameError on a bad frame."""
+        buffer = self._buffer
+        if not buffer:
+            chunk = sock.recv(self._RECV_BYTES)
+            if not chunk:
+                return None
+            if len(chunk) >= _LENGTH.size:
+                (length,) = _LENGTH.unpack_from(chunk)
+                if len(chunk) == _LENGTH.size + length and length <= max_frame_bytes:
+                    return decode_frame(chunk[_LENGTH.size:], secret)  # the common case
+            buffer += chunk
+        while len(buffer) < _LENGTH.size:
+            self._fill(sock, self._RECV_BYTES)
+        (length,) = _LENGTH.unpack_from(buffer)
+        if length > max_frame_bytes:
+            raise FrameTooLarge(length, max_frame_bytes)
+        end = _LENGTH.size + length
+        while len(buffer) < end:
+            self._fill(sock, min(max(end - len(buffer), self._RECV_BYTES), 1 << 20))
+        data = bytes(buffer[_LENGTH.size:end])
+        del buffer[:end]
+        return decode_frame(data, secret)
+
+    def _fill(self, sock: socket.socket, count: int) -> None:
+        chunk = sock.recv(count)
+        if not chunk:
+            raise FrameError("connection closed in the middle of a frame")
+        self._buffer += chunk
 
 
 @dataclass(frozen=True)
