@@ -71,6 +71,11 @@ class Outcome:
 # one worker in process served 1.4-2.5x the reads/s of two in the pool).
 LOCAL_READ_MAX_US = LOCAL_READ_MAX_SECONDS * 1e6
 
+# A group of reads may run on the caller's thread (a node's event loop, when its engine thread
+# is idle) only if reads measured in this process are cheap and the whole group is expected to
+# take at most this long: the loop serves every other client meanwhile.
+INLINE_READS_MAX_US = 1000.0
+
 
 @dataclass(slots=True)
 class EngineStats:
@@ -524,8 +529,10 @@ class ExecutionEngine:
 
     # --- reads outside batches (the pair's read path) ---
 
-    def execute_reads(self, requests: Sequence[Request], timestamp_ms: int) -> list[Reply]:
-        """Run read-only requests on the current state, outside any batch (not replicated)."""
+    def execute_reads(self, requests: Sequence[Request], timestamp_ms: int, *, here: bool | None = None) -> list[Reply]:
+        """Run read-only requests on the current state, outside any batch (not replicated).
+
+        `here=True` runs them in this process whatever the measures say (`reads_inline_ok`)."""
         # They form one parallel batch of reads on the worker pool, so the read path uses every
         # core as batches do; but a lone read, or reads cheaper than a round trip to a worker,
         # run here (see _reads_run_here).  Read shares roll back: nothing here changes state.
@@ -533,7 +540,8 @@ class ExecutionEngine:
             reads = Batch(0, self.view, timestamp_ms, 0, tuple(requests))
             positions = list(range(len(requests)))
             self.stats.read_requests += len(requests)
-            here = self._reads_run_here(len(requests))
+            if here is None:
+                here = self._reads_run_here(len(requests))
             started = time.perf_counter()
             if here:
                 result = self.sequential_executor.run(reads, [positions], [False] * len(requests))
@@ -546,6 +554,15 @@ class ExecutionEngine:
             else:
                 self._pool_read_us = moving_average(self._pool_read_us, wall_us)
             return list(result.replies)
+
+    def reads_inline_ok(self, count: int) -> bool:
+        """Whether `count` reads may run on the caller's thread: reads measured in this process
+        are cheap (under LOCAL_READ_MAX_US each, so they would run here anyway) and the group
+        should take at most INLINE_READS_MAX_US.  Unmeasured reads are not: the first group
+        goes the usual way and measures."""
+        estimate = self._local_read_us
+        return (estimate is not None and estimate < LOCAL_READ_MAX_US
+                and estimate * count <= INLINE_READS_MAX_US)
 
     def _reads_run_here(self, count: int) -> bool:
         """In this process: with no pool, for one read (no parallelism to gain), while reads

@@ -361,3 +361,31 @@ def test_a_node_runs_on_uvloop_unless_told_to_use_asyncios_loop(tmp_path, settin
         assert connection.execute("SELECT v FROM t").fetchall() == [("a",)]
         connection.close()
         assert node_status(alone.address("primary"))["event_loop"] == expected
+
+
+def test_reads_under_load_see_every_acknowledged_transfer_and_a_constant_total(tmp_path):
+    """Reads run on the primary's event loop when its engine is idle and on the engine thread
+    otherwise; either way a read sees whole batches only, and every transfer acknowledged
+    before it began."""
+    for started in running_pair(tmp_path, workers=2):
+        setup_bank(started.dsn)
+        stop, clients = run_clients(started.dsn, 4)
+        reader = evedb.connect(started.dsn, autocommit=True, timeout=30)
+        reads = 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            acknowledged_before = {tid for client in clients for tid in list(client.acknowledged)}
+            (total,), = reader.execute("SELECT sum(balance) FROM account").fetchall()
+            assert total == ACCOUNTS * INITIAL
+            seen = {row[0] for row in reader.execute("SELECT id FROM transfer").fetchall()}
+            assert acknowledged_before <= seen, sorted(acknowledged_before - seen)[:5]
+            reads += 2
+        stop.set()
+        for client in clients:
+            client.join(30)
+        reader.close()
+        check_bank(started.dsn, clients)
+        status = node_status(started.address("primary"))
+        assert status["read_requests"] >= reads
+        assert status["inline_reads"] > 0
+        assert acknowledged_count(clients) > 0

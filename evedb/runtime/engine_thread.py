@@ -54,6 +54,11 @@ class EngineThread:
     def done_through(self, number: int) -> bool:
         return self._finished_through >= number
 
+    def idle(self) -> bool:
+        """Every call submitted so far has finished (read by the submitting thread, which is
+        the only one that can make it false again)."""
+        return self._finished_through >= self._submitted
+
     def shutdown(self, wait: bool = True) -> None:
         with self._condition:
             self._closing = True

@@ -213,6 +213,7 @@ class Node:
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client_connections = 0
+        self.inline_reads = 0  # reads run on the event loop (engine idle, reads cheap)
         self._refusal_logged_ms: dict[str, int] = {}
         log.info("node %s starting as %s of view %d at committed seq %d (data %s, %s replication)",
                  config.listen, role.value, view, self.engine.committed_seq, self.path, config.replication)
@@ -246,49 +247,63 @@ class Node:
     # --- feeding the core and performing its actions ---
 
     def _perform(self) -> None:
-        for action in self.core.take_actions():
-            kind = type(action)
-            if kind is core.Send:
-                if type(action.message) is Execute:
-                    # A batch to execute depends on no local engine work, so it leaves at once:
-                    # gated, it waited for the primary's previous executions and the backup sat
-                    # idle meanwhile.  It may thus overtake a gated Commit; the core takes peer
-                    # messages in any order (the simulator reorders, drops and duplicates them).
-                    self._send_peer(action.message)
-                else:
-                    self._after_engine_work(self._send_peer, action.message)
-            elif kind is core.SendReply:
-                self._after_commit(self._deliver, action.reply)
-            elif kind is core.ExecuteBatch:
-                self._on_engine(self._execute, action, callback=self._executed)
-            elif kind is core.ApplyBatch:
-                self._on_engine(self._apply, action, callback=self._applied)
-            elif kind is core.RollbackTo:
-                self._on_engine(self.engine.rollback, action.seq)
-            elif kind is core.CommitUpTo:
-                self._last_commit_call = self._on_engine(self.engine.commit, action.seq, urgent=True)
-            elif kind is core.RunReads:
+        actions = self.core.take_actions()
+        while actions:
+            for action in actions:
+                self._perform_one(action)
+            actions = self.core.take_actions()  # what reads run inline led to
+
+    def _perform_one(self, action) -> None:
+        kind = type(action)
+        if kind is core.Send:
+            if type(action.message) is Execute:
+                # A batch to execute depends on no local engine work, so it leaves at once:
+                # gated, it waited for the primary's previous executions and the backup sat
+                # idle meanwhile.  It may thus overtake a gated Commit; the core takes peer
+                # messages in any order (the simulator reorders, drops and duplicates them).
+                self._send_peer(action.message)
+            else:
+                self._after_engine_work(self._send_peer, action.message)
+        elif kind is core.SendReply:
+            self._after_commit(self._deliver, action.reply)
+        elif kind is core.ExecuteBatch:
+            self._on_engine(self._execute, action, callback=self._executed)
+        elif kind is core.ApplyBatch:
+            self._on_engine(self._apply, action, callback=self._applied)
+        elif kind is core.RollbackTo:
+            self._on_engine(self.engine.rollback, action.seq)
+        elif kind is core.CommitUpTo:
+            self._last_commit_call = self._on_engine(self.engine.commit, action.seq, urgent=True)
+        elif kind is core.RunReads:
+            if self._engine_thread.idle() and self.engine.reads_inline_ok(len(action.requests)):
+                # Cheap reads with nothing queued on the engine: run them here, sparing two
+                # thread hand-offs (see DESIGN.md, "The pair").  Idle means no batch is part
+                # executed, so they see whole batches, as on the engine thread.
+                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True)
+                self.inline_reads += len(action.requests)
+                self.core.on_reads_executed(action.read_id, tuple(replies))
+            else:
                 self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
                                 callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
-            elif kind is core.PersistView:
-                self._on_engine(self._persist_view, action.view, action.role)
-                if action.role is core.Role.BACKUP:
-                    self._redirect_waiting_clients()
-            elif kind is core.RequestState:
-                self._on_engine(self.engine.state_request, self.core.view, callback=self._send_peer)
-            elif kind is core.ServeState:
-                self._on_engine(self.engine.state_data, action.request, self.core.view, callback=self._state_served)
-            elif kind is core.InstallState:
-                self._on_engine(self.engine.install_state, action.data,
-                                callback=lambda ok, data=action.data: self._state_installed(ok, data))
-            elif kind is core.Log:
-                log.info("%s: %s", self.config.listen, action.text)
+        elif kind is core.PersistView:
+            self._on_engine(self._persist_view, action.view, action.role)
+            if action.role is core.Role.BACKUP:
+                self._redirect_waiting_clients()
+        elif kind is core.RequestState:
+            self._on_engine(self.engine.state_request, self.core.view, callback=self._send_peer)
+        elif kind is core.ServeState:
+            self._on_engine(self.engine.state_data, action.request, self.core.view, callback=self._state_served)
+        elif kind is core.InstallState:
+            self._on_engine(self.engine.install_state, action.data,
+                            callback=lambda ok, data=action.data: self._state_installed(ok, data))
+        elif kind is core.Log:
+            log.info("%s: %s", self.config.listen, action.text)
 
-    def _run_reads(self, requests, timestamp_ms: int) -> list[Reply]:
+    def _run_reads(self, requests, timestamp_ms: int, here: bool | None = None) -> list[Reply]:
         """A group of reads; it always answers, since the core waits for one group at a time."""
         for attempt in (1, 2):  # a worker that died is replaced by the executor: try once more
             try:
-                return self.engine.execute_reads(requests, timestamp_ms)
+                return self.engine.execute_reads(requests, timestamp_ms, here=here)
             except Exception as error:
                 log.error("%s: reads failed (attempt %d): %r", self.config.listen, attempt, error)
                 failure = error
@@ -755,4 +770,6 @@ class Node:
             "race_probes": stats["race_probes"],
             "race_manifestations": stats["race_manifestations"],
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            "read_requests": stats["read_requests"],
+            "inline_reads": self.inline_reads,
         }
