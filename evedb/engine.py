@@ -537,23 +537,23 @@ class ExecutionEngine:
         # core as batches do; but a lone read, or reads cheaper than a round trip to a worker,
         # run here (see _reads_run_here).  Read shares roll back: nothing here changes state.
         with self._lock:
-            reads = Batch(0, self.view, timestamp_ms, 0, tuple(requests))
-            positions = list(range(len(requests)))
             self.stats.read_requests += len(requests)
             if here is None:
                 here = self._reads_run_here(len(requests))
             started = time.perf_counter()
             if here:
-                result = self.sequential_executor.run(reads, [positions], [False] * len(requests))
+                replies = self.sequential_executor.run_reads(requests, timestamp_ms)
             else:
-                result = self._executor.run(reads, [positions], [False] * len(requests))
+                reads = Batch(0, self.view, timestamp_ms, 0, tuple(requests))
+                result = self._executor.run(reads, [list(range(len(requests)))], [False] * len(requests))
+                replies = list(result.replies)
             wall_us = (time.perf_counter() - started) * 1e6 / len(requests)
             if here:
                 self._local_read_us = moving_average(self._local_read_us, wall_us)
                 self.stats.local_read_requests += len(requests)
             else:
                 self._pool_read_us = moving_average(self._pool_read_us, wall_us)
-            return list(result.replies)
+            return replies
 
     def reads_inline_ok(self, count: int) -> bool:
         """Whether `count` reads may run on the caller's thread: reads measured in this process

@@ -291,6 +291,22 @@ class Worker:
                 self._internal("ROLLBACK")
             raise
 
+    def run_reads(self, requests: Sequence[Request], timestamp_ms: int, seed: int = 0) -> list[Reply]:
+        """Read-only requests outside any batch, in one read transaction rolled back at the end:
+        what `run_share` does for a read share, without its bookkeeping (share results, merge,
+        per-request timing), which cost about as much as a point read."""
+        storage.set_batch_timestamp(timestamp_ms)
+        self._shapes_checked = False
+        self._current_seq = 0
+        self._internal("BEGIN")
+        try:
+            return [self._run_request(request, timestamp_ms, seed, position, writes=False)[0]
+                    for position, request in enumerate(requests)]
+        finally:
+            if not self.connection.get_autocommit():
+                self._internal("ROLLBACK")
+            storage.set_batch_timestamp(None)
+
     def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True,
                      cache: "_ShareReplies | None" = None):
         """The request's reply, with its canonical bytes (encoded now, while the batch's other
@@ -632,6 +648,9 @@ class InlineExecutor:
             )
             _merge_shares(len(batch.requests), [share], result)
         return result
+
+    def run_reads(self, requests: Sequence[Request], timestamp_ms: int) -> list[Reply]:
+        return self._worker.run_reads(requests, timestamp_ms)
 
     def close(self) -> None:
         self._worker.close()
