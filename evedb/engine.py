@@ -75,6 +75,9 @@ LOCAL_READ_MAX_US = LOCAL_READ_MAX_SECONDS * 1e6
 # is idle) only if reads measured in this process are cheap and the whole group is expected to
 # take at most this long: the loop serves every other client meanwhile.
 INLINE_READS_MAX_US = 1000.0
+# ... and whatever the estimate, a group on the loop is interrupted past this and handed to
+# the engine thread (a read's cost depends on its values: one range scan can take seconds).
+INLINE_READS_DEADLINE_S = 0.002
 
 
 @dataclass(slots=True)
@@ -529,24 +532,26 @@ class ExecutionEngine:
 
     # --- reads outside batches (the pair's read path) ---
 
-    def execute_reads(self, requests: Sequence[Request], timestamp_ms: int, *, here: bool | None = None) -> list[Reply]:
+    def execute_reads(self, requests: Sequence[Request], timestamp_ms: int, *, here: bool | None = None,
+                      deadline: float | None = None) -> list[Reply]:
         """Run read-only requests on the current state, outside any batch (not replicated).
 
-        `here=True` runs them in this process whatever the measures say (`reads_inline_ok`)."""
+        `here=True` runs them in this process whatever the measures say (`reads_inline_ok`);
+        with a `deadline` (perf_counter) they are interrupted past it and ReadsTooLong raised."""
         # They form one parallel batch of reads on the worker pool, so the read path uses every
         # core as batches do; but a lone read, or reads cheaper than a round trip to a worker,
         # run here (see _reads_run_here).  Read shares roll back: nothing here changes state.
         with self._lock:
-            self.stats.read_requests += len(requests)
             if here is None:
                 here = self._reads_run_here(len(requests))
             started = time.perf_counter()
             if here:
-                replies = self.sequential_executor.run_reads(requests, timestamp_ms)
+                replies = self.sequential_executor.run_reads(requests, timestamp_ms, deadline=deadline)
             else:
                 reads = Batch(0, self.view, timestamp_ms, 0, tuple(requests))
                 result = self._executor.run(reads, [list(range(len(requests)))], [False] * len(requests))
                 replies = list(result.replies)
+            self.stats.read_requests += len(requests)
             wall_us = (time.perf_counter() - started) * 1e6 / len(requests)
             if here:
                 self._local_read_us = moving_average(self._local_read_us, wall_us)

@@ -98,6 +98,15 @@ class _MultipleStatements(Exception):
 _SNAPSHOT_READ = "SELECT 1 FROM sqlite_schema LIMIT 1"
 
 
+class ReadsTooLong(Exception):
+    """A group of reads given a deadline (`Worker.run_reads`) was interrupted: run it elsewhere."""
+
+
+# SQLite virtual-machine steps between two looks at a read group's deadline: a point read
+# takes a few dozen, a millisecond several thousand.
+_PROGRESS_STEPS = 1000
+
+
 class _ShareReplies:
     """The reply cache as one writer share sees it: read once up front, stored once at the end.
 
@@ -291,21 +300,42 @@ class Worker:
                 self._internal("ROLLBACK")
             raise
 
-    def run_reads(self, requests: Sequence[Request], timestamp_ms: int, seed: int = 0) -> list[Reply]:
+    def run_reads(self, requests: Sequence[Request], timestamp_ms: int, seed: int = 0,
+                  deadline: float | None = None) -> list[Reply]:
         """Read-only requests outside any batch, in one read transaction rolled back at the end:
         what `run_share` does for a read share, without its bookkeeping (share results, merge,
-        per-request timing), which cost about as much as a point read."""
+        per-request timing), which cost about as much as a point read.
+
+        `deadline` (a `time.perf_counter()` value): SQLite is interrupted once it passes, and
+        ReadsTooLong raised, so that a caller that must not be held long (the event loop) can
+        hand the group to a thread that may be; nothing has changed, the group can run again."""
+        interrupted = False
+        if deadline is not None:
+            def past_deadline() -> bool:
+                nonlocal interrupted
+                interrupted = interrupted or time.perf_counter() > deadline
+                return interrupted
+
+            self.connection.set_progress_handler(past_deadline, _PROGRESS_STEPS)
         storage.set_batch_timestamp(timestamp_ms)
         self._shapes_checked = False
         self._current_seq = 0
-        self._internal("BEGIN")
         try:
-            return [self._run_request(request, timestamp_ms, seed, position, writes=False)[0]
-                    for position, request in enumerate(requests)]
+            self._internal("BEGIN")
+            # A request's failure is its reply, an interrupted one too: look at the flag after.
+            replies = [self._run_request(request, timestamp_ms, seed, position, writes=False)[0]
+                       for position, request in enumerate(requests)]
+            if interrupted:
+                raise ReadsTooLong(f"{len(requests)} read(s) ran past their deadline: interrupted")
+            return replies
         finally:
-            if not self.connection.get_autocommit():
-                self._internal("ROLLBACK")
-            storage.set_batch_timestamp(None)
+            try:
+                if not self.connection.get_autocommit():
+                    self._internal("ROLLBACK")
+            finally:
+                storage.set_batch_timestamp(None)
+                if deadline is not None:
+                    self.connection.set_progress_handler(None)
 
     def _run_request(self, request: Request, timestamp_ms: int, seed: int, position: int, writes: bool = True,
                      cache: "_ShareReplies | None" = None):
@@ -649,8 +679,8 @@ class InlineExecutor:
             _merge_shares(len(batch.requests), [share], result)
         return result
 
-    def run_reads(self, requests: Sequence[Request], timestamp_ms: int) -> list[Reply]:
-        return self._worker.run_reads(requests, timestamp_ms)
+    def run_reads(self, requests: Sequence[Request], timestamp_ms: int, deadline: float | None = None) -> list[Reply]:
+        return self._worker.run_reads(requests, timestamp_ms, deadline=deadline)
 
     def close(self) -> None:
         self._worker.close()

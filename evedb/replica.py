@@ -75,7 +75,11 @@ is durable), except a Send of an Execute, which depends on no local work and may
 once (overtaking earlier Sends: peer messages are taken in any order anyway); results (`on_executed`, `on_applied`, ...) come back in the order the work was
 asked for.  A result may arrive after the core has moved on (rolled back, stepped down): the
 core tracks every execution (and application) it asked for and ignores the results of those it
-has since undone.
+has since undone.  One exception: `on_reads_executed` may come before the result of an
+execution asked for earlier (a node runs cheap reads on its event loop once the engine work
+is done, while that work's result is still on its way to the loop).  The core needs no order
+there: a read group is matched by its id, its replies wait until every batch cut before it
+has committed, and a rollback of one of those re-runs it.
 
 Reads (read-only requests) skip the batch: the primary runs them on its current state and
 holds their replies until every batch they could have observed has committed; a rollback of

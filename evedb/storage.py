@@ -58,6 +58,13 @@ except ImportError:  # built without a C compiler or SQLite's headers: the Pytho
     _c_clock = None
 
 
+def batch_timestamp() -> int | None:
+    """The time fixed for SQLite on this thread by `set_batch_timestamp`, None if none is."""
+    if _clock_vfs == "c":
+        return _c_clock.get_time()
+    return getattr(_batch_clock, "timestamp_ms", None)
+
+
 def set_batch_timestamp(timestamp_ms: int | None) -> None:
     """Fix the time SQLite sees on this thread (None: back to the real clock), in the clock
     VFS this process uses."""

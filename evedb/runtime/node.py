@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 
 from .. import codec, replica as core, storage
 from ..access import analyze
-from ..engine import ExecutionEngine
+from ..engine import INLINE_READS_DEADLINE_S, ExecutionEngine
 from ..errors import error_info
+from ..executor import ReadsTooLong
 from ..messages import ErrorInfo, Execute, Reply, Request, RequestKind
 from . import tls as tls_contexts
 from .auth import Authenticator
@@ -214,6 +215,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client_connections = 0
         self.inline_reads = 0  # reads run on the event loop (engine idle, reads cheap)
+        self.inline_reads_interrupted = 0  # ... begun there, past the deadline: on the engine thread
         self._refusal_logged_ms: dict[str, int] = {}
         log.info("node %s starting as %s of view %d at committed seq %d (data %s, %s replication)",
                  config.listen, role.value, view, self.engine.committed_seq, self.path, config.replication)
@@ -275,16 +277,7 @@ class Node:
         elif kind is core.CommitUpTo:
             self._last_commit_call = self._on_engine(self.engine.commit, action.seq, urgent=True)
         elif kind is core.RunReads:
-            if self._engine_thread.idle() and self.engine.reads_inline_ok(len(action.requests)):
-                # Cheap reads with nothing queued on the engine: run them here, sparing two
-                # thread hand-offs (see DESIGN.md, "The pair").  Idle means no batch is part
-                # executed, so they see whole batches, as on the engine thread.
-                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True)
-                self.inline_reads += len(action.requests)
-                self.core.on_reads_executed(action.read_id, tuple(replies))
-            else:
-                self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
-                                callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
+            self._run_reads_action(action)
         elif kind is core.PersistView:
             self._on_engine(self._persist_view, action.view, action.role)
             if action.role is core.Role.BACKUP:
@@ -299,11 +292,33 @@ class Node:
         elif kind is core.Log:
             log.info("%s: %s", self.config.listen, action.text)
 
-    def _run_reads(self, requests, timestamp_ms: int, here: bool | None = None) -> list[Reply]:
-        """A group of reads; it always answers, since the core waits for one group at a time."""
+    def _run_reads_action(self, action: core.RunReads) -> None:
+        if self._engine_thread.idle() and self.engine.reads_inline_ok(len(action.requests)):
+            # Cheap reads with nothing queued on the engine: run them here, sparing two thread
+            # hand-offs (see DESIGN.md, "The pair").  Idle means no batch is part executed, so
+            # they see whole batches, as on the engine thread.  A group that runs past its
+            # deadline is interrupted and goes to the engine thread after all.
+            try:
+                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True,
+                                          deadline=time.perf_counter() + INLINE_READS_DEADLINE_S)
+            except ReadsTooLong:
+                self.inline_reads_interrupted += len(action.requests)
+            else:
+                self.inline_reads += len(action.requests)
+                self.core.on_reads_executed(action.read_id, tuple(replies))
+                return
+        self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
+                        callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
+
+    def _run_reads(self, requests, timestamp_ms: int, here: bool | None = None,
+                   deadline: float | None = None) -> list[Reply]:
+        """A group of reads; it always answers, since the core waits for one group at a time
+        (except ReadsTooLong, past a `deadline`: the caller runs the group elsewhere)."""
         for attempt in (1, 2):  # a worker that died is replaced by the executor: try once more
             try:
-                return self.engine.execute_reads(requests, timestamp_ms, here=here)
+                return self.engine.execute_reads(requests, timestamp_ms, here=here, deadline=deadline)
+            except ReadsTooLong:
+                raise
             except Exception as error:
                 log.error("%s: reads failed (attempt %d): %r", self.config.listen, attempt, error)
                 failure = error
@@ -772,4 +787,5 @@ class Node:
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "read_requests": stats["read_requests"],
             "inline_reads": self.inline_reads,
+            "inline_reads_interrupted": self.inline_reads_interrupted,
         }
