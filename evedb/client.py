@@ -37,9 +37,9 @@ from .messages import Reply, Request
 from .runtime.tls import client_context
 from .runtime.transport import (
     PROTOCOL_VERSION,
+    BlockingFrameReader,
     FrameError,
     parse_address,
-    BlockingFrameReader,
     read_frame_blocking,
     send_frame_blocking,
 )

@@ -7,7 +7,7 @@ uvloop misbehaves); the node's code is the same on both, since it uses only the 
 
 Why: a node under kv load spent about a third of its busy time in the standard loop's
 selector and socket-transport code (py-spy, eighth session); uvloop does that work in C
-(libuv).  Measured side by side in DESIGN.md ("Runtime").
+(libuv).  Measured side by side in evedb/DESIGN.md ("The pair").
 """
 
 from __future__ import annotations
