@@ -9,6 +9,7 @@ recorded transfers; both nodes end with equal state roots.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -336,11 +337,21 @@ def test_a_node_with_an_empty_data_directory_joins_by_state_transfer(pair):
     check_bank(pair.dsn, clients)
 
 
-def test_a_standalone_node_serves_unreplicated(tmp_path):
-    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=2, standalone=True)
+@contextlib.contextmanager
+def standalone_node(tmp_path, workers: int = 1, **settings):
+    """A ready unreplicated node and an autocommit connection to it; both closed after."""
+    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=workers, standalone=True, **settings)
     with alone:
         alone.wait_ready(60)
-        connection = evedb.connect(alone.dsn, autocommit=True, timeout=20)
+        connection = evedb.connect(alone.dsn, autocommit=True, timeout=30)
+        try:
+            yield alone, connection
+        finally:
+            connection.close()
+
+
+def test_a_standalone_node_serves_unreplicated(tmp_path):
+    with standalone_node(tmp_path, workers=2) as (alone, connection):
         connection.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v)")
         connection.cursor().executemany("INSERT INTO kv VALUES (?, ?)", [(i, i) for i in range(50)])
         assert connection.execute("SELECT sum(v) FROM kv").fetchall() == [(1225,)]
@@ -352,14 +363,10 @@ def test_a_standalone_node_serves_unreplicated(tmp_path):
 @pytest.mark.parametrize("setting, expected", [("", "uvloop"), ("asyncio", "asyncio")])
 def test_a_node_runs_on_uvloop_unless_told_to_use_asyncios_loop(tmp_path, setting, expected):
     environment = dict(os.environ, EVEDB_EVENT_LOOP=setting)
-    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=1, standalone=True, env=environment)
-    with alone:
-        alone.wait_ready(60)
-        connection = evedb.connect(alone.dsn, autocommit=True, timeout=20)
+    with standalone_node(tmp_path, env=environment) as (alone, connection):
         connection.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
         connection.execute("INSERT INTO t VALUES (1, 'a')")
         assert connection.execute("SELECT v FROM t").fetchall() == [("a",)]
-        connection.close()
         assert node_status(alone.address("primary"))["event_loop"] == expected
 
 

@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-import evedb
 from evedb import procedures, storage
 from evedb.client import node_status
 from evedb.errors import InternalError
 from evedb.executor import ReadsTooLong, Worker
 from evedb.messages import Request
-from evedb.runtime.launch import Pair, free_port_pair
+from test_pair import standalone_node
+from test_storage import worker_over
 
 COUNT_TO = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) SELECT count(*) FROM n"
 
@@ -26,13 +26,8 @@ def sneaky_write(db, item_id):
 
 @pytest.fixture
 def worker(tmp_path):
-    path = str(tmp_path / "reads.db")
-    setup = storage.open_connection(path)
-    storage.ensure_internal_tables(setup)
-    setup.execute("CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT)")
-    setup.execute("INSERT INTO item VALUES (1, 'pen'), (2, 'ink')")
-    setup.close()
-    w = Worker(path, storage.StorageOptions())
+    w = worker_over(str(tmp_path / "reads.db"), "CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT)",
+                    "INSERT INTO item VALUES (1, 'pen'), (2, 'ink')")
     yield w
     w.close()
 
@@ -79,10 +74,7 @@ def test_a_group_past_its_deadline_is_interrupted_and_the_connection_stays_usabl
 
 
 def test_a_long_read_begun_on_the_event_loop_is_finished_on_the_engine_thread(tmp_path):
-    alone = Pair(str(tmp_path / "alone"), free_port_pair(), workers=1, standalone=True)
-    with alone:
-        alone.wait_ready(60)
-        connection = evedb.connect(alone.dsn, autocommit=True, timeout=30)
+    with standalone_node(tmp_path) as (alone, connection):
         connection.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
         connection.execute("INSERT INTO t VALUES (1, 'a')")
         for _ in range(30):  # cheap reads: the loop takes reads from now on
@@ -92,4 +84,3 @@ def test_a_long_read_begun_on_the_event_loop_is_finished_on_the_engine_thread(tm
         assert connection.execute(COUNT_TO, (300_000,)).fetchall() == [(300_000,)]
         after = node_status(alone.address("primary"))
         assert after["inline_reads_interrupted"] == before["inline_reads_interrupted"] + 1
-        connection.close()
