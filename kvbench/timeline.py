@@ -137,6 +137,9 @@ def run_timeline(workload: Workload, *, mode: str = "eve", clients: int = 16, pr
             result = load.finish()
             say("")
             primary, backup, roots_equal = settled_statuses(pair, timeout=60)
+            # The settle check polls on its own: let the monitor see the synced pair too, or a
+            # node that synced just after the load ended would have no synced sample.
+            monitor.wait_synced(timeout_s=10)
             monitor.stopping.set()
             monitor.join()
     return timeline_report(result, events, monitor, schedule, end_s, mode=mode, clients=clients, workload=workload,
