@@ -301,14 +301,17 @@ class Worker:
             raise
 
     def run_reads(self, requests: Sequence[Request], timestamp_ms: int, seed: int = 0,
-                  deadline: float | None = None) -> list[Reply]:
+                  deadline: float | None = None, in_open_transaction: bool = False) -> list[Reply]:
         """Read-only requests outside any batch, in one read transaction rolled back at the end:
         what `run_share` does for a read share, without its bookkeeping (share results, merge,
         per-request timing), which cost about as much as a point read.
 
         `deadline` (a `time.perf_counter()` value): SQLite is interrupted once it passes, and
         ReadsTooLong raised, so that a caller that must not be held long (the event loop) can
-        hand the group to a thread that may be; nothing has changed, the group can run again."""
+        hand the group to a thread that may be; nothing has changed, the group can run again.
+
+        `in_open_transaction`: run inside the read transaction the caller holds open (a pinned
+        snapshot, runtime/committed_reads.py), and leave it open."""
         interrupted = False
         if deadline is not None:
             def past_deadline() -> bool:
@@ -321,7 +324,8 @@ class Worker:
         self._shapes_checked = False
         self._current_seq = 0
         try:
-            self._internal("BEGIN")
+            if not in_open_transaction:
+                self._internal("BEGIN")
             # A request's failure is its reply, an interrupted one too: look at the flag after.
             replies = [self._run_request(request, timestamp_ms, seed, position, writes=False)[0]
                        for position, request in enumerate(requests)]
@@ -330,7 +334,7 @@ class Worker:
             return replies
         finally:
             try:
-                if not self.connection.get_autocommit():
+                if not in_open_transaction and not self.connection.get_autocommit():
                     self._internal("ROLLBACK")
             finally:
                 storage.set_batch_timestamp(None)

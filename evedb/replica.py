@@ -480,12 +480,21 @@ class Replica:
         entry.local_token = state_root
         self._send(TokenReport(self.view, seq, attempt, state_root))
 
-    def on_reads_executed(self, read_id: int, replies: tuple[Reply, ...]) -> None:
+    def on_reads_executed(self, read_id: int, replies: tuple[Reply, ...], observed_seq: int | None = None) -> None:
+        """A read group's replies.  `observed_seq`: they were read on the state right after
+        that batch, not on the state the group was dispatched after (the runtime read a pinned
+        snapshot of the committed state, runtime/committed_reads.py); they are released once
+        that batch is committed, and a rollback of later batches does not touch them."""
         # Counted whether or not the group is still wanted (a rollback may have re-queued it).
         self._read_groups_running = max(0, self._read_groups_running - 1)
         read = self._reads.get(read_id)
         if read is not None:
             read.replies = tuple(replies)
+            if observed_seq is not None:
+                if observed_seq < self.committed_seq:
+                    raise ValueError(f"reads observed batch {observed_seq}, before the committed "
+                                     f"batch {self.committed_seq}: they could miss acknowledged writes")
+                read.after_seq = min(read.after_seq, observed_seq)
             self._release_reads()
         self._pump(self._now_ms)
 

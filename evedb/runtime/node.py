@@ -43,6 +43,7 @@ from ..executor import ReadsTooLong
 from ..messages import ErrorInfo, Execute, Reply, Request, RequestKind
 from . import tls as tls_contexts
 from .auth import Authenticator
+from .committed_reads import CommittedSnapshot, SnapshotUnusable
 from .limits import BoundedWriter, LimitCounters, Limits
 from .engine_thread import EngineThread
 from .listener import Listener
@@ -200,6 +201,11 @@ class Node:
             now_ms=_now_ms(),
         )
         self._engine_thread = EngineThread()
+        # Reads on the committed state while the next batch runs (runtime/committed_reads.py).
+        self._snapshot = CommittedSnapshot(self.path, options, config.procedure_modules)
+        # The batch whose state the database holds once the engine thread is idle: the last
+        # execution submitted, None after anything else that changes the state.
+        self._state_seq: int | None = None
         self._waiting: dict[tuple[str, int], list[BoundedWriter]] = {}
         # Sends waiting for engine work: (gate, send, item).  Peer messages wait for all the
         # work asked for before them; client replies for the last commit asked for (commits
@@ -216,6 +222,7 @@ class Node:
         self.client_connections = 0
         self.inline_reads = 0  # reads run on the event loop (engine idle, reads cheap)
         self.inline_reads_interrupted = 0  # ... begun there, past the deadline: on the engine thread
+        self.snapshot_reads = 0  # ... of them, on the pinned committed state (engine busy or not)
         self._refusal_logged_ms: dict[str, int] = {}
         log.info("node %s starting as %s of view %d at committed seq %d (data %s, %s replication)",
                  config.listen, role.value, view, self.engine.committed_seq, self.path, config.replication)
@@ -244,6 +251,7 @@ class Node:
         if self._peer_writer is not None:
             self._peer_writer.close()
         self._engine_thread.shutdown(wait=True)
+        self._snapshot.close()
         self.engine.close()
 
     # --- feeding the core and performing its actions ---
@@ -269,16 +277,21 @@ class Node:
         elif kind is core.SendReply:
             self._after_commit(self._deliver, action.reply)
         elif kind is core.ExecuteBatch:
+            self._state_seq = action.batch.seq
             self._on_engine(self._execute, action, callback=self._executed)
         elif kind is core.ApplyBatch:
+            self._state_seq = None
             self._on_engine(self._apply, action, callback=self._applied)
         elif kind is core.RollbackTo:
+            self._state_seq = None
             self._on_engine(self.engine.rollback, action.seq)
         elif kind is core.CommitUpTo:
+            self._pin_committed_state(action.seq)
             self._last_commit_call = self._on_engine(self.engine.commit, action.seq, urgent=True)
         elif kind is core.RunReads:
             self._run_reads_action(action)
         elif kind is core.PersistView:
+            self._snapshot.release()
             self._on_engine(self._persist_view, action.view, action.role)
             if action.role is core.Role.BACKUP:
                 self._redirect_waiting_clients()
@@ -287,28 +300,66 @@ class Node:
         elif kind is core.ServeState:
             self._on_engine(self.engine.state_data, action.request, self.core.view, callback=self._state_served)
         elif kind is core.InstallState:
+            self._snapshot.release()
+            self._state_seq = None
             self._on_engine(self.engine.install_state, action.data,
                             callback=lambda ok, data=action.data: self._state_installed(ok, data))
         elif kind is core.Log:
             log.info("%s: %s", self.config.listen, action.text)
 
-    def _run_reads_action(self, action: core.RunReads) -> None:
-        if self._engine_thread.idle() and self.engine.reads_inline_ok(len(action.requests)):
-            # Cheap reads with nothing queued on the engine: run them here, sparing two thread
-            # hand-offs (see DESIGN.md, "The pair").  Idle means no batch is part executed, so
-            # they see whole batches, as on the engine thread.  A group that runs past its
-            # deadline is interrupted and goes to the engine thread after all.
+    def _pin_committed_state(self, seq: int) -> None:
+        """At the core's commit of `seq`: pin the snapshot if the file holds exactly that
+        batch's state (the engine idle, its last execution `seq`), else leave none pinned."""
+        self._snapshot.release()
+        if (self.core.role is core.Role.PRIMARY and self._state_seq == seq and self._engine_thread.idle()):
             try:
-                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True,
-                                          deadline=time.perf_counter() + INLINE_READS_DEADLINE_S)
-            except ReadsTooLong:
-                self.inline_reads_interrupted += len(action.requests)
-            else:
-                self.inline_reads += len(action.requests)
-                self.core.on_reads_executed(action.read_id, tuple(replies))
-                return
+                self._snapshot.pin(seq)
+            except Exception as error:  # reads then take the usual path: nothing is lost
+                log.warning("%s: pinning the committed state failed: %r", self.config.listen, error)
+                self._snapshot.release()
+
+    def _run_reads_action(self, action: core.RunReads) -> None:
+        count = len(action.requests)
+        if self.engine.reads_inline_ok(count) and self._run_reads_inline(action):
+            return
         self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
                         callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
+
+    def _run_reads_inline(self, action: core.RunReads) -> bool:
+        """Cheap reads run on the event loop, sparing two thread hand-offs (see DESIGN.md, "The
+        pair"), when they can: True if answered.  A group that runs past its deadline is
+        interrupted and goes to the engine thread after all."""
+        count = len(action.requests)
+        deadline = time.perf_counter() + INLINE_READS_DEADLINE_S
+        try:
+            if self._snapshot.seq is not None and self._snapshot.seq == self.core.committed_seq:
+                # On the committed state, whatever the engine is doing: the replies need not
+                # wait for the batch in flight (runtime/committed_reads.py).
+                observed = self._snapshot.seq
+                try:
+                    replies = self._snapshot.run_reads(action.requests, int(time.time() * 1000), deadline)
+                except ReadsTooLong:
+                    raise
+                except SnapshotUnusable:
+                    pass  # a read-only procedure that writes: the usual way undoes its writes
+                except Exception as error:  # never lose the group: the usual way answers it
+                    log.warning("%s: reads on the committed state failed: %r", self.config.listen, error)
+                    self._snapshot.release()
+                else:
+                    self.snapshot_reads += count
+                    self.inline_reads += count
+                    self.core.on_reads_executed(action.read_id, tuple(replies), observed_seq=observed)
+                    return True
+            if self._engine_thread.idle():
+                # Nothing queued on the engine: no batch is part executed, so the group sees
+                # whole batches, as on the engine thread.
+                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True, deadline=deadline)
+                self.inline_reads += count
+                self.core.on_reads_executed(action.read_id, tuple(replies))
+                return True
+        except ReadsTooLong:
+            self.inline_reads_interrupted += count
+        return False
 
     def _run_reads(self, requests, timestamp_ms: int, here: bool | None = None,
                    deadline: float | None = None) -> list[Reply]:
@@ -785,7 +836,8 @@ class Node:
             "race_probes": stats["race_probes"],
             "race_manifestations": stats["race_manifestations"],
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-            "read_requests": stats["read_requests"],
+            "read_requests": stats["read_requests"] + self.snapshot_reads,
             "inline_reads": self.inline_reads,
             "inline_reads_interrupted": self.inline_reads_interrupted,
+            "snapshot_reads": self.snapshot_reads,
         }
