@@ -489,11 +489,16 @@ class Replica:
         self._read_groups_running = max(0, self._read_groups_running - 1)
         read = self._reads.get(read_id)
         if read is not None:
+            if observed_seq is not None and observed_seq < self.committed_seq:
+                # They could miss acknowledged writes: never send them; read again.
+                self._log_line(f"reads on batch {observed_seq}'s state, older than the committed "
+                               f"batch {self.committed_seq}: refused, run again")
+                del self._reads[read_id]
+                self._pending_reads.extend(read.requests)
+                self._pump(self._now_ms)
+                return
             read.replies = tuple(replies)
             if observed_seq is not None:
-                if observed_seq < self.committed_seq:
-                    raise ValueError(f"reads observed batch {observed_seq}, before the committed "
-                                     f"batch {self.committed_seq}: they could miss acknowledged writes")
                 read.after_seq = min(read.after_seq, observed_seq)
             self._release_reads()
         self._pump(self._now_ms)

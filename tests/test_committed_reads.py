@@ -2,7 +2,9 @@
 that it never writes, that its replies are released without waiting for the batch in flight,
 and that an always-pinned reader does not keep the write-ahead log from being reset."""
 
+import asyncio
 import os
+import threading
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from evedb import procedures, replica as core
 from evedb.client import node_status
 from evedb.executor import ReadsTooLong
 from evedb.messages import Reply, Request
+from evedb.runtime.node import Node, NodeConfig
 from evedb.runtime.committed_reads import PIN_GAP, CommittedSnapshot, SnapshotUnusable
 from evedb import storage
 from test_pair import standalone_node
@@ -76,6 +79,16 @@ def test_a_read_only_procedure_that_writes_is_not_answered_and_writes_nothing(da
     assert names(snapshot) == ["pen", "ink"]  # and the pin holds
 
 
+def test_a_group_after_which_the_read_transaction_has_ended_is_not_answered(database):
+    writer, snapshot = database
+    snapshot.pin(1)
+    snapshot._worker._internal("ROLLBACK")  # as SQLite does itself on some errors
+    writer.execute("UPDATE item SET name = 'pencil' WHERE id = 1")  # a batch not yet verified
+    with pytest.raises(SnapshotUnusable, match="ended"):
+        names(snapshot)
+    assert snapshot.seq is None
+
+
 def test_a_group_past_its_deadline_is_interrupted_and_the_snapshot_released(database):
     _, snapshot = database
     snapshot.pin(1)
@@ -99,12 +112,66 @@ def test_the_core_releases_reads_on_the_committed_state_before_the_batch_in_flig
         assert len(released) == (0 if observed is None else 1)
 
 
-def test_the_core_refuses_reads_that_observed_less_than_the_committed_state():
+def test_the_core_never_sends_reads_that_observed_less_than_the_committed_state_and_reads_again():
     replica = standalone_replica(committed_seq=5)
     replica.on_client_request(read_name(1), True, 0)
     (run,) = [a for a in replica.take_actions() if isinstance(a, core.RunReads)]
-    with pytest.raises(ValueError, match="acknowledged writes"):
-        replica.on_reads_executed(run.read_id, tuple(_reply(r) for r in run.requests), observed_seq=4)
+    replica.on_reads_executed(run.read_id, tuple(_reply(r) for r in run.requests), observed_seq=4)
+    actions = replica.take_actions()
+    assert not [a for a in actions if isinstance(a, core.SendReply)]
+    (again,) = [a for a in actions if isinstance(a, core.RunReads)]
+    assert again.requests == run.requests and again.read_id != run.read_id
+    replica.on_reads_executed(again.read_id, tuple(_reply(r) for r in again.requests), observed_seq=5)
+    assert len([a for a in replica.take_actions() if isinstance(a, core.SendReply)]) == 1
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A standalone node built in this process (not serving): its pin decisions, tested alone."""
+    built = Node(NodeConfig(data_dir=str(tmp_path / "node"), listen="127.0.0.1:0", peer=None, workers=1))
+    yield built
+    built._engine_thread.shutdown(wait=True)
+    built._snapshot.close()
+    built.engine.close()
+
+
+def test_a_node_pins_only_a_state_it_knows_is_the_file(node):
+    node._state_seq = 3
+    node._pin_committed_state(3)  # primary, engine idle, its last execution batch 3
+    assert node._snapshot.seq == 3
+    node._pin_committed_state(4)  # the last execution was batch 3, not 4
+    assert node._snapshot.seq is None
+    node._state_seq = None  # a rollback, an applied batch or a state transfer since
+    node._pin_committed_state(3)
+    assert node._snapshot.seq is None
+
+
+def test_a_node_pins_nothing_while_its_engine_works_or_when_it_is_not_primary(node):
+    node._state_seq = 3
+    running = threading.Event()
+    release = threading.Event()
+    node._engine_thread.submit(lambda: (running.set(), release.wait(10)))
+    running.wait(10)
+    node._pin_committed_state(3)  # the engine may be changing the file
+    assert node._snapshot.seq is None
+    release.set()
+    node._engine_thread.submit(lambda: None).result(10)
+    node.core.role = core.Role.BACKUP
+    node._pin_committed_state(3)
+    assert node._snapshot.seq is None
+
+
+def test_a_view_change_releases_the_snapshot(node):
+    async def persist_view():
+        node._loop = asyncio.get_running_loop()
+        node._perform_one(core.PersistView(1, core.Role.PRIMARY))
+        assert node._snapshot.seq is None and node._snapshot._worker.connection.get_autocommit()
+        await asyncio.wrap_future(node._engine_thread.submit(lambda: None))
+
+    node._state_seq = 3
+    node._pin_committed_state(3)
+    assert node._snapshot.seq == 3
+    asyncio.run(persist_view())
 
 
 def standalone_replica(committed_seq: int) -> core.Replica:

@@ -19,7 +19,9 @@ Rules it keeps:
 - it never writes (`query_only`): a read-only procedure that tries is not answered here
   (`SnapshotUnusable`), and runs the usual way, where its writes are undone as before;
 - released before anything that replaces the state (state transfer, a view change), and on
-  close; a group interrupted past its deadline releases it too;
+  close; a group interrupted past its deadline releases it too, and so does one after which
+  the read transaction is found ended (SQLite ends it on some errors): its replies are not
+  used;
 - every `PIN_GAP`-th commit is not pinned: a reader that is always pinned keeps SQLite from
   ever restarting the write-ahead log (the WAL would only grow); one unpinned batch lets a
   checkpoint copy it all back (tests/test_committed_reads.py checks the WAL stays bounded).
@@ -27,11 +29,14 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 from .. import storage
 from ..executor import Worker
 from ..messages import Reply, Request
+
+log = logging.getLogger(__name__)
 
 # Every PIN_GAP-th commit leaves the snapshot released for one batch (see the module rules).
 PIN_GAP = 16
@@ -43,9 +48,14 @@ class SnapshotUnusable(Exception):
 
 class CommittedSnapshot:
     def __init__(self, path: str, options: storage.StorageOptions, procedure_modules: Sequence[str] = ()):
-        self._worker = Worker(path, options, procedure_modules)
-        self._worker._internal("PRAGMA query_only = ON")
+        self._path, self._options, self._procedure_modules = path, options, tuple(procedure_modules)
+        self._worker = self._open()
         self.seq: int | None = None  # the batch whose state is pinned, None when released
+
+    def _open(self) -> Worker:
+        worker = Worker(self._path, self._options, self._procedure_modules)
+        worker._internal("PRAGMA query_only = ON")
+        return worker
 
     def pin(self, seq: int) -> None:
         """Hold a read transaction on the file as it is now: the state after batch `seq`."""
@@ -55,12 +65,25 @@ class CommittedSnapshot:
         self._worker._internal("BEGIN")
         # A read transaction starts at its first read, not at BEGIN: read now, on this state.
         self._worker._internal("SELECT count(*) FROM sqlite_schema")
-        self.seq = seq
+        if self._in_transaction():
+            self.seq = seq
+
+    def _in_transaction(self) -> bool:
+        return not self._worker.connection.get_autocommit()
 
     def release(self) -> None:
+        """End the read transaction; never raises (callers are in the middle of performing the
+        core's actions): a connection that cannot roll back is closed and opened again."""
         self.seq = None
-        if not self._worker.connection.get_autocommit():
-            self._worker._internal("ROLLBACK")
+        try:
+            if self._in_transaction():
+                self._worker._internal("ROLLBACK")
+        except Exception as error:
+            log.warning("releasing the committed snapshot failed (%r): opening a new connection", error)
+            try:
+                self._worker.close()
+            finally:
+                self._worker = self._open()
 
     def run_reads(self, requests: Sequence[Request], timestamp_ms: int, deadline: float) -> list[Reply]:
         """The group's replies on the pinned state (raises ReadsTooLong past `deadline`, or
@@ -72,6 +95,11 @@ class CommittedSnapshot:
         except BaseException:
             self.release()  # an interrupted statement may have ended the transaction: do not guess
             raise
+        if not self._in_transaction():
+            # SQLite ends a transaction itself on some errors (I/O, out of memory): the group
+            # may then have read the live file, which can hold a batch not yet verified.
+            self.release()
+            raise SnapshotUnusable("the snapshot's read transaction ended during the group")
         for reply in replies:
             if reply.error is not None and "readonly database" in reply.error.message:
                 raise SnapshotUnusable(f"request {reply.request_id} tried to write")

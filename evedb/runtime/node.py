@@ -330,14 +330,14 @@ class Node:
         pair"), when they can: True if answered.  A group that runs past its deadline is
         interrupted and goes to the engine thread after all."""
         count = len(action.requests)
-        deadline = time.perf_counter() + INLINE_READS_DEADLINE_S
         try:
             if self._snapshot.seq is not None and self._snapshot.seq == self.core.committed_seq:
                 # On the committed state, whatever the engine is doing: the replies need not
                 # wait for the batch in flight (runtime/committed_reads.py).
                 observed = self._snapshot.seq
                 try:
-                    replies = self._snapshot.run_reads(action.requests, int(time.time() * 1000), deadline)
+                    replies = self._snapshot.run_reads(action.requests, int(time.time() * 1000),
+                                                       time.perf_counter() + INLINE_READS_DEADLINE_S)
                 except ReadsTooLong:
                     raise
                 except SnapshotUnusable:
@@ -353,6 +353,7 @@ class Node:
             if self._engine_thread.idle():
                 # Nothing queued on the engine: no batch is part executed, so the group sees
                 # whole batches, as on the engine thread.
+                deadline = time.perf_counter() + INLINE_READS_DEADLINE_S
                 replies = self._run_reads(action.requests, int(time.time() * 1000), here=True, deadline=deadline)
                 self.inline_reads += count
                 self.core.on_reads_executed(action.read_id, tuple(replies))
