@@ -274,11 +274,14 @@ def auth_remove_command(auth_file, user) -> None:
 @click.option("--duration-ms", type=click.IntRange(min=100), default=3000, show_default=True,
               help="Simulated time with faults, before a quiet tail.")
 @click.option("--verbose", is_flag=True, help="Print each run's fault profile and full trace.")
-def sim_command(seed, seeds, duration_ms, verbose) -> None:
+@click.option("--committed-snapshot-reads", is_flag=True,
+              help="Answer reads from the state pinned at the last commit, as a node's event loop does.")
+def sim_command(seed, seeds, duration_ms, verbose, committed_snapshot_reads) -> None:
     """Run the seeded simulator of the replication protocol; exit 1 on any violation."""
     from evedb.sim import run_cli
 
-    sys.exit(run_cli(seed, seeds, duration_ms=duration_ms, verbose=verbose, echo=click.echo))
+    sys.exit(run_cli(seed, seeds, duration_ms=duration_ms, verbose=verbose, echo=click.echo,
+                     committed_snapshot_reads=committed_snapshot_reads))
 
 
 @main.group("tpcw")

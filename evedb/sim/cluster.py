@@ -66,6 +66,11 @@ class SimConfig:
     # show what that costs.
     sends_wait_for_engine: bool = True
     trace_messages: bool = False  # note every peer message delivered (verbose debugging)
+    # Reads on the committed state (runtime/committed_reads.py): the primary's runtime copies the
+    # state at each commit it performs with no engine work pending and its last execution that
+    # batch, and answers a read group from the copy at once while the copy is of the core's
+    # committed seq (`on_reads_executed(..., observed_seq)`).
+    committed_snapshot_reads: bool = False
     # Passive (Remus-like) replication: the primary ships changesets, the backup applies them.
     # Nothing verifies a parallel execution there, so a wrong one would be copied and the
     # replay check would (rightly) fail: the drawn divergence is off (forced_divergence stays).
@@ -124,7 +129,8 @@ class Cluster:
             self.nodes[node_id] = SimNode(
                 node_id, peer_id, Role.PRIMARY if index == 0 else Role.BACKUP,
                 ReplicaConfig(node_id=node_id, **replica_config), self,
-                diverge_prob=diverge_prob, corrupt_offset=index + 1, forced=forced)
+                diverge_prob=diverge_prob, corrupt_offset=index + 1, forced=forced,
+                snapshot_reads=config.committed_snapshot_reads)
         keys = tuple(f"k{i}" for i in range(config.keys))
         self.clients = [SimClient(f"c{i}", self.NODE_IDS, keys, config.read_ratio) for i in range(config.clients)]
         self._clients_by_id = {client.client_id: client for client in self.clients}
@@ -316,6 +322,7 @@ class Cluster:
             "state_transfers": totals["state_transfers"],
             "catch_up_batches": totals["catch_up_batches"],
             "applied_batches": sum(node.stats.applications for node in self.nodes.values()),
+            "snapshot_reads": sum(node.stats.snapshot_reads for node in self.nodes.values()),
             "crashes": sum(node.stats.crashes for node in self.nodes.values()),
             "acknowledged": len(self.history.acks),
             "acknowledged_writes": sum(1 for ack in self.history.acks if ack.request.statements[0].sql == "add"),

@@ -15,6 +15,10 @@ Rules kept, mirroring the asyncio runtime (evedb/runtime/node.py) and the core's
 - a crash discards the core, everything queued on the engine and every message in flight to
   or from this life (`life` changes); the store recovers to its committed state; a restart
   builds a new core from the persisted (view, role) and the store's committed seq;
+- with `SimConfig.committed_snapshot_reads`, read groups are answered as the runtime's
+  committed snapshot does (runtime/committed_reads.py): a copy of the data taken when a
+  CommitUpTo is taken with no state-changing engine work pending and the last execution
+  that very batch, used while it is of the core's committed seq;
 - the engine is checked as it is used: executing or applying a seq that does not follow the
   last one (an application refused for another parent root aside), committing a seq never
   executed, serving state with uncommitted batches or installing a state older than the
@@ -45,7 +49,7 @@ from ..replica import (
     ServeState,
     not_primary_reply,
 )
-from .store import FakeStore, is_read_only
+from .store import FakeStore, is_read_only, read_from
 
 
 @dataclass(slots=True)
@@ -55,12 +59,14 @@ class NodeStats:
     forced_divergences: int = 0  # parallel executions this engine got wrong on purpose
     executions: int = 0
     applications: int = 0  # batches applied from the primary's changesets (passive replication)
+    snapshot_reads: int = 0  # reads answered from the pinned committed state
     replica: ReplicaStats = field(default_factory=ReplicaStats)  # summed over past lives
 
 
 class SimNode:
     def __init__(self, node_id: str, peer_id: str, role: Role, config: ReplicaConfig, world, *,
-                 diverge_prob: float, corrupt_offset: int, forced: frozenset = frozenset()):
+                 diverge_prob: float, corrupt_offset: int, forced: frozenset = frozenset(),
+                 snapshot_reads: bool = False):
         self.node_id = node_id
         self.peer_id = peer_id
         self.config = config
@@ -76,6 +82,14 @@ class SimNode:
         self.forced = set(forced)  # seqs whose first parallel execution here goes wrong
         self._engine_free_ms = 0
         self._uncommitted: dict[int, tuple[Batch, bytes]] = {}  # seq -> (batch, root after it)
+        # Reads on the committed state (SimConfig.committed_snapshot_reads), as the runtime
+        # does them: state-changing engine work queued and not yet done, the batch whose state
+        # the store holds once it is done (None after anything but an execution), and the
+        # pinned copy (seq, data).
+        self.snapshot_reads = snapshot_reads
+        self._state_changes_pending = 0
+        self._state_seq: int | None = None
+        self._snapshot: tuple[int, dict] | None = None
 
     @property
     def up(self) -> bool:
@@ -97,6 +111,9 @@ class SimNode:
         self.store.recover()
         self._uncommitted.clear()
         self._engine_free_ms = self.world.now_ms
+        self._state_changes_pending = 0
+        self._state_seq = None
+        self._snapshot = None
         self.stats.crashes += 1
         self._note(f"CRASH (durable: committed seq {self.store.committed_seq})")
 
@@ -141,12 +158,44 @@ class SimNode:
     # --- performing actions, in order, through the engine queue ---
 
     def _take(self) -> None:
-        for action in self.replica.take_actions():
-            self._enqueue(action)
+        actions = self.replica.take_actions()
+        while actions:  # what reads answered at once led to comes after, as in the runtime
+            for action in actions:
+                self._enqueue(action)
+            actions = self.replica.take_actions()
+
+    # Kinds of engine work that change the store's data (a commit only marks it durable).
+    _STATE_CHANGES = (ExecuteBatch, ApplyBatch, RollbackTo, InstallState)
+
+    def _snapshot_side(self, action) -> bool:
+        """The runtime's committed-snapshot bookkeeping at the moment it takes an action; True
+        if the action was answered here and must not be queued."""
+        kind = type(action)
+        if kind is ExecuteBatch:
+            self._state_seq = action.batch.seq
+        elif kind in (ApplyBatch, RollbackTo, InstallState):
+            self._state_seq = None
+        if kind in (PersistView, InstallState):
+            self._snapshot = None
+        elif kind is CommitUpTo:
+            self._snapshot = None
+            if (self.replica.role is Role.PRIMARY and self._state_seq == action.seq
+                    and self._state_changes_pending == 0):
+                self._snapshot = (action.seq, dict(self.store.data))
+        elif kind is RunReads and self._snapshot is not None and self._snapshot[0] == self.replica.committed_seq:
+            seq, data = self._snapshot
+            self.stats.snapshot_reads += len(action.requests)
+            self.replica.on_reads_executed(action.read_id, read_from(data, action.requests), observed_seq=seq)
+            return True
+        return False
 
     def _enqueue(self, action) -> None:
         world = self.world
         kind = type(action)
+        if self.snapshot_reads and self._snapshot_side(action):
+            return
+        if kind in self._STATE_CHANGES:
+            self._state_changes_pending += 1
         if kind in (Send, SendReply) and not world.config.sends_wait_for_engine:
             self._perform(self.life, action)  # the contract broken on purpose (see SimConfig)
             return
@@ -165,6 +214,8 @@ class SimNode:
         if life != self.life:
             return  # crashed since: the work and its result are gone
         kind = type(action)
+        if kind in self._STATE_CHANGES:
+            self._state_changes_pending -= 1
         if kind is Send:
             self.world.send_peer(self, action.message)
         elif kind is SendReply:

@@ -23,6 +23,7 @@ def format_result(result: SimResult, *, verbose: bool = False, trace_lines: int 
         f"{stats['view_changes']} view changes, {stats['state_transfers']} state transfers, "
         f"{stats['crashes']} crashes, {stats['acknowledged']} requests acknowledged "
         f"({stats['acknowledged_writes']} writes)"
+        + (f", {stats['snapshot_reads']} reads on the committed snapshot" if stats.get("snapshot_reads") else "")
     )
     if verbose or not result.ok:
         lines.append(
@@ -55,9 +56,10 @@ def run_seeds(first: int, count: int, config: SimConfig | None = None, *, echo=N
     return results
 
 
-def run_cli(first: int, count: int, *, duration_ms: int, verbose: bool, echo) -> int:
+def run_cli(first: int, count: int, *, duration_ms: int, verbose: bool, echo,
+            committed_snapshot_reads: bool = False) -> int:
     """What `evedb sim` does: run the seeds, print each summary, return the exit status."""
-    config = SimConfig(duration_ms=duration_ms)
+    config = SimConfig(duration_ms=duration_ms, committed_snapshot_reads=committed_snapshot_reads)
     failed = [result.seed for result in run_seeds(first, count, config, echo=echo, verbose=verbose) if not result.ok]
     if count > 1:
         echo(f"{count} seeds, {len(failed)} failed" + (f": {failed}" if failed else ""))

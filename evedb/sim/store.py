@@ -68,6 +68,19 @@ def reply_value(reply: Reply) -> int | None:
     return reply.results[0].rows[0][0]
 
 
+def read_from(data: dict, requests) -> tuple[Reply, ...]:
+    """Read-only requests on `data` (a store's state, or a copy of it pinned earlier)."""
+    replies = []
+    for request in requests:
+        statement = request.statements[0]
+        if statement.sql == GET:
+            replies.append(value_reply(request, data.get(statement.params[0], 0)))
+        else:
+            replies.append(Reply(request.client_id, request.request_id, (),
+                                 ErrorInfo("ProgrammingError", "not a read")))
+    return tuple(replies)
+
+
 def _digest(value) -> bytes:
     return xxhash.xxh3_128_digest(pack(value))
 
@@ -180,15 +193,7 @@ class FakeStore:
 
     def read(self, requests) -> tuple[Reply, ...]:
         """Read-only requests on the current state (outside any batch; not replicated)."""
-        replies = []
-        for request in requests:
-            statement = request.statements[0]
-            if statement.sql == GET:
-                replies.append(value_reply(request, self.data.get(statement.params[0], 0)))
-            else:
-                replies.append(Reply(request.client_id, request.request_id, (),
-                                     ErrorInfo("ProgrammingError", "not a read")))
-        return tuple(replies)
+        return read_from(self.data, requests)
 
     # --- verification outcomes ---
 
