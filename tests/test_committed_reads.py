@@ -203,3 +203,19 @@ def test_a_node_under_writes_keeps_its_write_ahead_log_bounded_and_reads_see_ack
         wal = os.path.getsize(os.path.join(alone.data_dir, "primary", "evedb.db-wal"))
         assert status["snapshot_reads"] > 0
         assert wal < 12 * 2**20, wal
+
+
+def test_a_release_that_cannot_roll_back_opens_a_new_connection_and_does_not_raise(database):
+    writer, snapshot = database
+    snapshot.pin(1)
+    broken = snapshot._worker
+
+    def failing(sql, bindings=None):
+        raise RuntimeError("disk I/O error")
+
+    broken._internal = failing
+    snapshot.release()  # performing the core's actions goes on
+    assert snapshot.seq is None and snapshot._worker is not broken
+    writer.execute("UPDATE item SET name = 'pencil' WHERE id = 1")
+    snapshot.pin(2)
+    assert names(snapshot) == ["pencil", "ink"]

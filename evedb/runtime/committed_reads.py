@@ -82,8 +82,9 @@ class CommittedSnapshot:
             log.warning("releasing the committed snapshot failed (%r): opening a new connection", error)
             try:
                 self._worker.close()
-            finally:
                 self._worker = self._open()
+            except Exception as reopen_error:  # pins fail from now on: reads take the usual path
+                log.error("reopening the committed snapshot's connection failed: %r", reopen_error)
 
     def run_reads(self, requests: Sequence[Request], timestamp_ms: int, deadline: float) -> list[Reply]:
         """The group's replies on the pinned state (raises ReadsTooLong past `deadline`, or
