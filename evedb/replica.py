@@ -488,15 +488,13 @@ class Replica:
         # Counted whether or not the group is still wanted (a rollback may have re-queued it).
         self._read_groups_running = max(0, self._read_groups_running - 1)
         read = self._reads.get(read_id)
-        if read is not None:
-            if observed_seq is not None and observed_seq < self.committed_seq:
-                # They could miss acknowledged writes: never send them; read again.
-                self._log_line(f"reads on batch {observed_seq}'s state, older than the committed "
-                               f"batch {self.committed_seq}: refused, run again")
-                del self._reads[read_id]
-                self._pending_reads.extend(read.requests)
-                self._pump(self._now_ms)
-                return
+        if read is not None and observed_seq is not None and observed_seq < self.committed_seq:
+            # They could miss acknowledged writes: never send them; read again.
+            self._log_line(f"reads on batch {observed_seq}'s state, older than the committed "
+                           f"batch {self.committed_seq}: refused, run again")
+            del self._reads[read_id]
+            self._pending_reads.extend(read.requests)
+        elif read is not None:
             read.replies = tuple(replies)
             if observed_seq is not None:
                 read.after_seq = min(read.after_seq, observed_seq)

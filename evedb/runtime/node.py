@@ -310,17 +310,17 @@ class Node:
     def _pin_committed_state(self, seq: int) -> None:
         """At the core's commit of `seq`: pin the snapshot if the file holds exactly that
         batch's state (the engine idle, its last execution `seq`), else leave none pinned."""
-        self._snapshot.release()
-        if (self.core.role is core.Role.PRIMARY and self._state_seq == seq and self._engine_thread.idle()):
-            try:
-                self._snapshot.pin(seq)
-            except Exception as error:  # reads then take the usual path: nothing is lost
-                log.warning("%s: pinning the committed state failed: %r", self.config.listen, error)
-                self._snapshot.release()
+        if not (self.core.role is core.Role.PRIMARY and self._state_seq == seq and self._engine_thread.idle()):
+            self._snapshot.release()
+            return
+        try:
+            self._snapshot.pin(seq)
+        except Exception as error:  # reads then take the usual path: nothing is lost
+            log.warning("%s: pinning the committed state failed: %r", self.config.listen, error)
+            self._snapshot.release()
 
     def _run_reads_action(self, action: core.RunReads) -> None:
-        count = len(action.requests)
-        if self.engine.reads_inline_ok(count) and self._run_reads_inline(action):
+        if self.engine.reads_inline_ok(len(action.requests)) and self._run_reads_inline(action):
             return
         self._on_engine(self._run_reads, action.requests, int(time.time() * 1000),
                         callback=lambda replies, read_id=action.read_id: self.core.on_reads_executed(read_id, tuple(replies)))
@@ -331,36 +331,44 @@ class Node:
         interrupted and goes to the engine thread after all."""
         count = len(action.requests)
         try:
-            if self._snapshot.seq is not None and self._snapshot.seq == self.core.committed_seq:
-                # On the committed state, whatever the engine is doing: the replies need not
-                # wait for the batch in flight (runtime/committed_reads.py).
-                observed = self._snapshot.seq
-                try:
-                    replies = self._snapshot.run_reads(action.requests, int(time.time() * 1000),
-                                                       time.perf_counter() + INLINE_READS_DEADLINE_S)
-                except ReadsTooLong:
-                    raise
-                except SnapshotUnusable:
-                    pass  # a read-only procedure that writes: the usual way undoes its writes
-                except Exception as error:  # never lose the group: the usual way answers it
-                    log.warning("%s: reads on the committed state failed: %r", self.config.listen, error)
-                    self._snapshot.release()
-                else:
-                    self.snapshot_reads += count
-                    self.inline_reads += count
-                    self.core.on_reads_executed(action.read_id, tuple(replies), observed_seq=observed)
-                    return True
-            if self._engine_thread.idle():
-                # Nothing queued on the engine: no batch is part executed, so the group sees
-                # whole batches, as on the engine thread.
-                deadline = time.perf_counter() + INLINE_READS_DEADLINE_S
-                replies = self._run_reads(action.requests, int(time.time() * 1000), here=True, deadline=deadline)
-                self.inline_reads += count
-                self.core.on_reads_executed(action.read_id, tuple(replies))
+            if self._read_committed_snapshot(action):
                 return True
+            if not self._engine_thread.idle():
+                return False
+            # Nothing queued on the engine: no batch is part executed, so the group sees whole
+            # batches, as on the engine thread.
+            replies = self._run_reads(action.requests, int(time.time() * 1000), here=True,
+                                      deadline=time.perf_counter() + INLINE_READS_DEADLINE_S)
         except ReadsTooLong:
             self.inline_reads_interrupted += count
-        return False
+            return False
+        self.inline_reads += count
+        self.core.on_reads_executed(action.read_id, tuple(replies))
+        return True
+
+    def _read_committed_snapshot(self, action: core.RunReads) -> bool:
+        """The group on the committed state, whatever the engine is doing, if it is pinned:
+        True if answered (the replies need not wait for the batch in flight,
+        runtime/committed_reads.py).  ReadsTooLong passes through."""
+        observed = self._snapshot.seq
+        if observed is None or observed != self.core.committed_seq:
+            return False
+        try:
+            replies = self._snapshot.run_reads(action.requests, int(time.time() * 1000),
+                                               time.perf_counter() + INLINE_READS_DEADLINE_S)
+        except ReadsTooLong:
+            raise
+        except SnapshotUnusable:  # e.g. a read-only procedure that writes: the usual way undoes it
+            return False
+        except Exception as error:  # never lose the group: the usual way answers it
+            log.warning("%s: reads on the committed state failed: %r", self.config.listen, error)
+            self._snapshot.release()
+            return False
+        count = len(action.requests)
+        self.snapshot_reads += count
+        self.inline_reads += count
+        self.core.on_reads_executed(action.read_id, tuple(replies), observed_seq=observed)
+        return True
 
     def _run_reads(self, requests, timestamp_ms: int, here: bool | None = None,
                    deadline: float | None = None) -> list[Reply]:
